@@ -1,0 +1,1 @@
+"""Evaluation of model parsing: metrics, baselines, multi-image aggregation, reports."""
