@@ -1,0 +1,206 @@
+"""The evaluation report: metrics.json, a Markdown table in the paper's layout, figures.
+
+`results` (what `run.evaluate_workdir` returns and `metrics.json` holds):
+  {"name": test-set label, "split": "test", "step": checkpoint step, "space": space name,
+   "gms": test GM names, "num_images": int,
+   "methods": {method: metrics.parsing_metrics dict}   (model, random_gt, majority, retrieval),
+   "k_images": {method: {k: metrics dict}},            (multi-image parsing, DESIGN.md 8.3)
+   "confusion": 6 x [k, k] lists (the model's discrete heads, k = 1)}
+Figures need arrays that do not belong in JSON; `fingerprints` maps a GM name to
+{"image": [H, W, 3] in [0, 1], "fingerprint": [H, W, 3], "spectrum": [H, W] mean |FFT|}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from revgm_jax.hparams import Space  # noqa: E402
+
+METHOD_NAMES = {"model": "model (ours)", "random_gt": "random ground truth",
+                "majority": "mean / majority", "retrieval": "nearest training GM"}
+# (column header, metrics key) of the headline table; arrows say which direction is better.
+COLUMNS = (("L1 cont. ↓", "cont_l1"), ("acc net ↑", "net_acc"), ("F1 net ↑", "net_f1"),
+           ("acc loss ↑", "loss_acc"), ("F1 loss ↑", "loss_f1"), ("AUC loss ↑", "loss_auc"),
+           ("F1 group ↑", "group_f1"))
+
+
+def fmt(v, digits: int = 3) -> str:
+  return "N/A" if v is None else f"{v:.{digits}f}"
+
+
+def _row(cells) -> str:
+  return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header, rows) -> list[str]:
+  return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+def headline_table(methods: Mapping[str, Mapping]) -> list[str]:
+  """One row per method, the paper's columns."""
+  return _table(["method", *(c for c, _ in COLUMNS)],
+                [[METHOD_NAMES.get(m, m), *(fmt(r.get(key)) for _, key in COLUMNS)]
+                 for m, r in methods.items()])
+
+
+def per_head_tables(methods: Mapping[str, Mapping], space: Space) -> list[str]:
+  names = list(methods)
+  header = ["hyperparameter", *(METHOD_NAMES.get(m, m) for m in names)]
+  lines = ["Continuous, L1 on normalised values (lower is better):", ""]
+  lines += _table(header, [[n, *(fmt(methods[m].get(f"cont_l1/{n}")) for m in names)]
+                           for n in space.continuous_names])
+  lines += ["", "Discrete architecture, accuracy / macro-F1:", ""]
+  lines += _table(header, [[n, *(f"{fmt(methods[m].get(f'net_acc/{n}'), 2)} / "
+                                 f"{fmt(methods[m].get(f'net_f1/{n}'), 2)}" for m in names)]
+                           for n in space.discrete_names])
+  lines += ["", "Loss types (gated prediction), accuracy / macro-F1 / AUC:", ""]
+  rows = []
+  for fam, prefix, heads in (("loss", "", space.loss_names), ("group", "group: ", space.group_names)):
+    for n in heads:
+      rows.append([prefix + n, *(" / ".join(fmt(methods[m].get(f"{fam}_{s}/{n}"), 2)
+                                            for s in ("acc", "f1", "auc")) for m in names)])
+  lines += _table(header, rows)
+  return lines
+
+
+def k_table(k_images: Mapping[str, Mapping]) -> list[str]:
+  rows = []
+  for m, curve in k_images.items():
+    for k, r in sorted(curve.items(), key=lambda kv: int(kv[0])):
+      rows.append([METHOD_NAMES.get(m, m), k, r["num_samples"], fmt(r["cont_l1"]),
+                   fmt(r["net_f1"]), fmt(r["loss_f1"]), fmt(r["loss_auc"])])
+  return _table(["method", "k images", "groups", "L1 cont. ↓", "F1 net ↑", "F1 loss ↑",
+                 "AUC loss ↑"], rows)
+
+
+def markdown(results: Mapping, space: Space) -> str:
+  lines = [f"# Model parsing: {results['name']}", "",
+           f"Split `{results['split']}`: {len(results['gms'])} GMs never seen in training "
+           f"({', '.join(results['gms'])}), {results['num_images']} images; checkpoint step "
+           f"{results['step']}; space `{results['space']}`. Per single image (k = 1). F1 is "
+           "macro-F1; AUC is N/A where a loss type has one class only among the test GMs, and "
+           "its mean is over the defined ones.", ""]
+  lines += headline_table(results["methods"])
+  lines += ["", "## Per hyperparameter", ""] + per_head_tables(results["methods"], space)
+  if results.get("k_images"):
+    lines += ["", "## Multi-image parsing (mean of k images of one GM, disjoint groups)", ""]
+    lines += k_table(results["k_images"])
+  return "\n".join(lines) + "\n"
+
+
+def summary_markdown(per_set: Mapping[str, Mapping], combined: Mapping[str, Mapping]) -> str:
+  """Several leave-out sets: one row per (set, method), then mean ± std over the sets."""
+  header = ["test set", "method", *(c for c, _ in COLUMNS)]
+  rows = [[name, METHOD_NAMES.get(m, m), *(fmt(r.get(key)) for _, key in COLUMNS)]
+          for name, res in per_set.items() for m, r in res["methods"].items()]
+  for m, stats in combined.items():
+    rows.append([f"mean ± std ({len(per_set)} sets)", METHOD_NAMES.get(m, m),
+                 *("N/A" if stats[key]["mean"] is None else
+                   f"{stats[key]['mean']:.3f} ± {stats[key]['std']:.3f}" for _, key in COLUMNS)])
+  return "\n".join(["# Model parsing over leave-out test sets", ""] + _table(header, rows)) + "\n"
+
+
+def _bar_figure(methods: Mapping[str, Mapping], space: Space, path: str):
+  panels = (("cont_l1", space.continuous_names, "L1 (normalised) ↓"),
+            ("net_f1", space.discrete_names, "macro-F1 ↑"),
+            ("loss_f1", space.loss_names, "macro-F1 ↑"))
+  fig, axes = plt.subplots(3, 1, figsize=(11, 10))
+  width = 0.8 / max(len(methods), 1)
+  for ax, (key, names, ylabel) in zip(axes, panels):
+    x = np.arange(len(names))
+    for i, (m, r) in enumerate(methods.items()):
+      vals = [r.get(f"{key}/{n}") for n in names]
+      ax.bar(x + i * width, [np.nan if v is None else v for v in vals], width,
+             label=METHOD_NAMES.get(m, m))
+    ax.set_xticks(x + width * (len(methods) - 1) / 2, names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+  axes[0].legend(fontsize=8)
+  axes[0].set_title("Per hyperparameter, model vs baselines")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _k_figure(k_images: Mapping[str, Mapping], path: str):
+  keys = (("cont_l1", "L1 cont. ↓"), ("net_f1", "F1 net ↑"), ("loss_f1", "F1 loss ↑"))
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+  for ax, (key, title) in zip(axes, keys):
+    for m, curve in k_images.items():
+      ks = sorted(curve, key=int)
+      ax.plot([int(k) for k in ks], [curve[k][key] for k in ks], "o-", label=METHOD_NAMES.get(m, m))
+    ax.set_xscale("log")
+    ax.set_xlabel("k images per GM")
+    ax.set_title(title)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _confusion_figure(confusion, space: Space, path: str):
+  fig, axes = plt.subplots(2, 3, figsize=(11, 7))
+  for ax, cm, name, classes in zip(axes.ravel(), confusion, space.discrete_names,
+                                   space.class_names):
+    cm = np.asarray(cm)
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+      ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+              color="white" if v > cm.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=30, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(name, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _fingerprint_figure(fingerprints: Mapping[str, Mapping], path: str):
+  fig, axes = plt.subplots(len(fingerprints), 3, figsize=(7.5, 2.5 * len(fingerprints)),
+                           squeeze=False)
+  for row, (gm, d) in zip(axes, fingerprints.items()):
+    f = np.asarray(d["fingerprint"])
+    lim = np.abs(f).max() + 1e-12
+    row[0].imshow(np.clip(d["image"], 0, 1))
+    row[1].imshow(f / (2 * lim) + 0.5)  # zero -> grey
+    row[2].imshow(np.log1p(np.asarray(d["spectrum"])), cmap="magma")
+    row[0].set_ylabel(gm, fontsize=8)
+    for ax, title in zip(row, ("image", "fingerprint F", "log(1 + |FFT F_gray|), mean")):
+      ax.set_xticks([])
+      ax.set_yticks([])
+      ax.set_title(title, fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_report(out_dir: str, results: Mapping, space: Space, figures: bool = True,
+                 fingerprints: Mapping[str, Mapping] | None = None) -> list[str]:
+  """Writes metrics.json, report.md and (optionally) PNG figures; returns the written paths."""
+  os.makedirs(out_dir, exist_ok=True)
+  paths = [os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "report.md")]
+  with open(paths[0], "w") as f:
+    json.dump(results, f, indent=1)
+  with open(paths[1], "w") as f:
+    f.write(markdown(results, space))
+  if figures:
+    paths.append(os.path.join(out_dir, "per_hyperparameter.png"))
+    _bar_figure(results["methods"], space, paths[-1])
+    if results.get("k_images"):
+      paths.append(os.path.join(out_dir, "k_images.png"))
+      _k_figure(results["k_images"], paths[-1])
+    paths.append(os.path.join(out_dir, "confusion.png"))
+    _confusion_figure(results["confusion"], space, paths[-1])
+    if fingerprints:
+      paths.append(os.path.join(out_dir, "fingerprints.png"))
+      _fingerprint_figure(fingerprints, paths[-1])
+  return paths
