@@ -1,0 +1,1 @@
+"""Dataset building from a folder of GM images: decoding and TFRecord shards."""

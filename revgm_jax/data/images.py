@@ -1,0 +1,54 @@
+"""Reading one generated image robustly: RGB uint8 out, or an error that names the file.
+
+The published GM folders mix formats and modes (DESIGN.md 9.1). The official loader
+(torchvision's `pil_loader`) calls `Image.convert("RGB")` on everything, which also squashes
+16-bit images without a word; here the 8-bit modes that convert exactly are converted (alpha is
+dropped, as `convert` does) and reported to the caller, and anything else is an error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+# 8-bit modes whose conversion to RGB keeps every colour value: grey, palette, alpha, CMYK JPEG.
+CONVERTIBLE_MODES = ("1", "L", "LA", "La", "P", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+
+
+class ImageError(ValueError):
+  """An image file that cannot be used; the message names the file and the problem."""
+
+
+def is_image_file(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_image(path: str) -> tuple[np.ndarray, str | None]:
+  """Decodes `path` fully into RGB.
+
+  Returns (image uint8 [H, W, 3], the original mode if it was converted, else None).
+  Raises ImageError for unreadable, corrupt, truncated, empty or high-bit-depth files.
+  """
+  try:
+    with Image.open(path) as im:
+      im.load()  # decode now: a truncated or corrupt file fails here, not later in tf.data
+      mode = im.mode
+      if mode == "RGB":
+        rgb = im
+      elif mode in CONVERTIBLE_MODES:
+        rgb = im.convert("RGB")
+      else:
+        raise ImageError(f"image {path} has mode {mode!r} (e.g. 16-bit or float); only 8-bit "
+                         f"RGB and the modes {', '.join(CONVERTIBLE_MODES)} can be used — "
+                         "convert it to 8-bit RGB")
+      array = np.asarray(rgb, dtype=np.uint8)
+  except ImageError:
+    raise
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise ImageError(f"image {path} cannot be decoded (corrupt, truncated or not an image): "
+                     f"{type(e).__name__}: {e}") from e
+  if array.ndim != 3 or array.shape[2] != 3 or min(array.shape[:2]) < 1:
+    raise ImageError(f"image {path} decodes to shape {array.shape}, expected [H, W, 3]")
+  return array, (None if mode == "RGB" else mode)
