@@ -175,9 +175,10 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
             "id": first_id + k, "file": f"{gm.name}/{gm.files[k]}"}
         if self._progress is not None:
           self._progress.update(1)
-    for mode, files in converted.items():
-      logging.info("GM folder %s: converted %d image(s) from mode %s to RGB (e.g. %s)",
-                   folder, len(files), mode, files[0])
+    if converted:  # once per GM folder
+      logging.info("GM folder %s: converted %s to RGB",
+                   folder, "; ".join(f"{len(f)} image(s) from mode {m} (e.g. {f[0]})"
+                                     for m, f in sorted(converted.items())))
     self.info.metadata[gm.name] = dict(
         row=gm.row, num_images=len(paths), min_height=int(min_h[0]), min_height_file=min_h[1],
         min_width=int(min_w[0]), min_width_file=min_w[1])
