@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.image_dir = ""  # folder source: root/<GM_NAME>/*.png|jpg|jpeg|bmp
   config.data.labels_dir = ""  # gm_index.csv + ground-truth .npy tables; "" -> image_dir
   config.data.tfds_dir = ""  # TFRecord shards; "" -> $REVGM_CACHE/tfds
+  config.data.shards_per_gm = 0  # 0: TFDS sizes shards (>= 64 MiB); n: n files per GM (many hosts)
   config.data.space = "zoo"  # hyperparameter space: red116 | v1 | zoo
   config.data.test_set = 1  # leave-out test set 1..4
   config.data.test_gms = ""  # comma-separated GM names; overrides test_set

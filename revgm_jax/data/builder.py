@@ -184,7 +184,7 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
         min_width=int(min_w[0]), min_width_file=min_w[1])
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, order=True)
 class FileSlice:
   """Examples [skip, skip + take) of one shard file (a unit of host sharding)."""
   filename: str
