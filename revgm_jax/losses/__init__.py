@@ -1,0 +1,1 @@
+"""Losses as plain jnp functions: FFT constraint terms and parsing (head) losses."""

@@ -1,0 +1,1 @@
+"""Flax Linen modules: the fingerprint estimation network and the parsing network."""

@@ -1,0 +1,83 @@
+"""Parsing network (PN): the CNN encoder and the multi-head MLP of DESIGN.md 6."""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from revgm_jax.hparams import Space
+from revgm_jax.models.layers import TORCH_DEFAULT_KERNEL, Conv3x3, torch_bias_init
+
+
+def encoder_output_size(image_size: int, num_blocks: int = 5) -> int:
+  """Side of the encoder's last feature map: each block pads by 2 (+2) then max-pools (floor)."""
+  for _ in range(num_blocks):
+    image_size = (image_size + 2) // 2
+  return image_size
+
+
+def flatten_size(image_size: int, widths: Sequence[int]) -> int:
+  """Length of the flattened encoder output (4608 for 64 x 64 and widths ending in 512)."""
+  return encoder_output_size(image_size, len(widths)) ** 2 * widths[-1]
+
+
+def _dense(x, features: int, dtype: Any, name: str):
+  """nn.Dense with PyTorch's default nn.Linear init, as in the official parsing network.
+
+  Called inside a compact method, so the layer becomes a child of that module.
+  """
+  return nn.Dense(features, kernel_init=TORCH_DEFAULT_KERNEL,
+                  bias_init=torch_bias_init(x.shape[-1]), dtype=dtype,
+                  param_dtype=jnp.float32, name=name)(x)
+
+
+class Parser(nn.Module):
+  """Encoder (conv 3x3 pad 2 -> ReLU -> maxpool 2x2, per width) -> dropout -> FC -> heads.
+
+  Branches (FC -> ReLU per `branch_widths`) feed the heads: branch 0 the architecture heads,
+  branch 1 the coarse loss-group heads, branch 2 the fine loss-type heads; with
+  `share_branch` every head reads branch 0, as the official code does (DESIGN.md D1).
+  Head sizes come from `space`. Outputs are raw logits; the head activation (gating, the
+  official sigmoid-then-CE) lives in `revgm_jax.losses.parsing`. Dropout needs the
+  "dropout" rng when `train` is True.
+  """
+  space: Space
+  widths: Sequence[int] = (32, 64, 128, 256, 512)
+  fc_width: int = 512
+  branch_widths: Sequence[int] = (256, 64)
+  dropout: float = 0.5
+  share_branch: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, f, train: bool):  # f: [B, H, W, 3] fingerprint
+    x = f
+    for i, width in enumerate(self.widths):
+      x = nn.relu(Conv3x3(width, pad=2, kernel_init=TORCH_DEFAULT_KERNEL, dtype=self.dtype,
+                          name=f"conv_{i}")(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+    x = x.reshape(x.shape[0], -1)  # [B, flatten_size]
+    x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    x = nn.relu(_dense(x, self.fc_width, self.dtype, "fc"))  # [B, fc_width]
+
+    def branch(b):  # [B, fc_width] -> [B, branch_widths[-1]]
+      h = x
+      for i, width in enumerate(self.branch_widths):
+        h = nn.relu(_dense(h, width, self.dtype, f"branch_{b}_fc{i}"))
+      return h
+
+    def logits(h, n, name):
+      return _dense(h, n, self.dtype, name).astype(jnp.float32)
+
+    h_net = branch(0)
+    h_group = h_net if self.share_branch else branch(1)
+    h_loss = h_net if self.share_branch else branch(2)
+    s = self.space
+    return {
+        "cont": logits(h_net, s.num_continuous, "cont_head"),  # [B, 9]
+        "disc": tuple(logits(h_net, k, f"disc_head_{j}")  # 6 x [B, k]
+                      for j, k in enumerate(s.discrete_classes)),
+        "group": logits(h_group, 2 * s.num_groups, "group_head").reshape(-1, s.num_groups, 2),
+        "loss": logits(h_loss, 2 * s.num_loss_types, "loss_head").reshape(
+            -1, s.num_loss_types, 2),
+    }
