@@ -99,6 +99,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.k_images = (1, 2, 5, 10, 20)
   config.eval.max_images_per_gm = 0  # 0 = all test images
   config.eval.figures = True
+  # Added by the evaluation (revgm_jax/evaluation/run.py):
+  config.eval.which = "best"  # checkpoint the report evaluates: best (on val GMs) | latest
+  config.eval.retrieval_images_per_gm = 100  # train images per GM in the retrieval bank; 0 = all
+  config.eval.aggregate_fingerprints = True  # k-image curve also for the mean of k fingerprints
+  config.eval.random_gt_workdir = ""  # the same run with data.shuffle_labels=True (report row)
+  config.eval.num_figure_gms = 4  # test GMs shown in the fingerprint / spectrum figure
 
   if arg.preset == "tiny":
     config.data.zoo = zoo_presets.get_preset("tiny")
