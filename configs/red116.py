@@ -1,0 +1,54 @@
+r"""Model parsing on the published RED116 set with the paper's settings (DESIGN.md 7.1).
+
+For users who have the images: `IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp`, one folder per GM named
+as in `gm_index.csv`, and a label directory with `gm_index.csv` and the ground-truth tables
+(`shared/red116/` of this project's sources; the image folder itself if they are there).
+
+  python train.py --config configs/red116.py \
+      --config.data.image_dir=/data/RED116 --config.data.labels_dir=/data/red116_labels \
+      --config.data.test_set=1 --workdir /ckpt/red116_set1
+
+Settings: images resized to 64 x 64, FEN 17 x 64, batch 16, Adam lr 1e-4 with PyTorch-style
+weight decay 1e-4 (the 116 scripts), 20 epochs (about 104 GMs x 1000 images / 16 = 6,500
+steps per epoch on the full set), low-frequency radius 25. Model selection on 8 held-out
+training GMs (not on the test GMs as the official eval script does). Run the four leave-out
+sets with --config.data.test_set=1..4, each in its own workdir.
+"""
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def _default_config(arg: str | None) -> ml_collections.ConfigDict:
+  # configs/ is not a package; load the sibling file by path so that every entry point works.
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
+  spec = importlib.util.spec_from_file_location("revgm_configs_default", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg:
+    raise ValueError(f"configs/red116.py takes no argument (got {arg!r}); override fields "
+                     "with --config.<field>=<value>")
+  config = _default_config(None)
+  config.data.source = "folder"
+  config.data.space = "red116"
+  config.data.num_val_gms = 8
+  config.image_size = 64
+  config.batch_size = 16
+  config.eval_batch_size = 256
+  config.model.fen_depth = 17
+  config.model.fen_width = 64
+  config.loss.low_freq_radius = 25
+  config.optim.weight_decay = 1e-4
+  config.num_epochs = 20
+  config.num_train_steps = -1
+  config.log_every_steps = 100
+  config.eval_every_steps = 6500  # about once per epoch, as the official per-epoch selection
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  return config

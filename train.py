@@ -1,0 +1,41 @@
+r"""Trains and evaluates model parsing (thin entry point; the work is in revgm_jax/train_lib.py).
+
+  python train.py                                   # embedded default zoo, workdir ./workdir
+  python train.py --config configs/default.py:tiny --workdir /tmp/revgm_tiny
+  python train.py --config configs/red116.py --config.data.image_dir=/data/RED116 \
+      --config.data.labels_dir=/data/red116_labels --workdir /ckpt/red116_set1
+
+Any config field can be overridden with `--config.<field>=<value>`; an unknown field or a
+value of the wrong type is an error. Rerunning with the same workdir resumes from its latest
+checkpoint.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Config file, optionally with `:arg` (e.g. configs/default.py:tiny).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "./workdir", "Checkpoints, logs and reports go here.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+  # TensorFlow (the input pipeline) must not take accelerator memory from JAX (JAX_NOTES 3g).
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  from revgm_jax import train_lib
+
+  workdir = os.path.abspath(_WORKDIR.value)
+  logging.info("workdir: %s", workdir)
+  print(f"workdir: {workdir}", flush=True)
+  train_lib.train_and_evaluate(_CONFIG.value, workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
