@@ -1,11 +1,17 @@
 """The evaluation report (files, tables) and the evaluation of a trained workdir."""
 
 import json
+import os
+import shutil
 
+import jax
+import ml_collections
 import numpy as np
+import pytest
 
-from revgm_jax import hparams
-from revgm_jax.evaluation import aggregate, baselines, metrics, report
+import tiny_run
+from revgm_jax import hparams, inference
+from revgm_jax.evaluation import aggregate, baselines, metrics, report, run
 
 SPACE = hparams.RED116
 
@@ -61,3 +67,108 @@ def test_report_without_figures_and_summary_over_sets(red116_dir, tmp_path):
   md = report.summary_markdown(per_set, combined)
   assert "| mean ± std (2 sets) | model (ours) | 0.050 ± 0.050 | 1.000 ± 0.000 |" in md
   assert md.count("| 2 | model (ours) |") == 1
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, red116_dir):
+  return tiny_run.trained(tmp_path_factory, red116_dir)
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny, tmp_path_factory):
+  """The tiny run evaluated with a random-GT twin: a copy of it marked shuffle_labels."""
+  workdir, config = tiny
+  twin = str(tmp_path_factory.mktemp("rgt") / "run")
+  shutil.copytree(workdir, twin, ignore=shutil.ignore_patterns("report"))
+  cfg = json.loads(open(os.path.join(twin, "config.json")).read())
+  cfg["data"]["shuffle_labels"] = True
+  with open(os.path.join(twin, "config.json"), "w") as f:
+    json.dump(cfg, f)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.eval.random_gt_workdir = twin
+  config.eval.figures = True  # off in the :tiny preset
+  out = str(tmp_path_factory.mktemp("report"))
+  return run.evaluate_workdir(config, workdir, out_dir=out), out, config
+
+
+def test_evaluate_workdir_results_and_report(evaluated, red116_dir):
+  results, out, _ = evaluated
+  assert results["gms"] == list(tiny_run.TEST_GMS)
+  assert results["num_images"] == len(tiny_run.TEST_GMS) * tiny_run.IMAGES_PER_GM
+  assert list(results["methods"]) == ["model", "random_gt", "majority", "retrieval"]
+  assert sorted(os.listdir(out)) == ["confusion.png", "fingerprints.png", "k_images.png",
+                                     "metrics.json", "per_hyperparameter.png", "report.md"]
+  # The twin has the same weights, so its row must equal the model's.
+  for key in metrics.HEADLINE:
+    assert results["methods"]["random_gt"][key] == results["methods"]["model"][key], key
+  # Majority: the GM-level predictor of the training GMs, every test image weighted equally.
+  gt = hparams.load_ground_truth(red116_dir, "red116")
+  train = [g for g in tiny_run.GMS if g not in tiny_run.TEST_GMS]
+  assert len(train) == 6  # 5 training + 1 validation GM, the validation one is not counted
+  te = gt.rows(tiny_run.TEST_GMS)
+  target = {"net": gt.net[te], "loss": gt.loss[te], "loss_group": gt.loss_group[te]}
+  train_rows = gt.rows([g for g in train if g != _val_gm(out)])
+  expected = metrics.parsing_metrics(baselines.majority_predictions(gt, train_rows, len(te)),
+                                     target, gt.space)
+  for key in ("cont_l1", "net_acc", "net_f1", "loss_f1"):
+    assert results["methods"]["majority"][key] == pytest.approx(expected[key]), key
+  curve = results["k_images"]
+  assert list(curve) == ["model", "model_mean_fingerprint", "random_gt", "majority", "retrieval"]
+  assert sorted(curve["model"]) == [1, 2, 5]
+  assert [curve["model"][k]["num_samples"] for k in (1, 2, 5)] == [20, 10, 4]
+  assert curve["model"][1]["cont_l1"] == pytest.approx(results["methods"]["model"]["cont_l1"])
+  # The mean of one fingerprint is that fingerprint: k = 1 agrees across the two aggregations.
+  assert curve["model_mean_fingerprint"][1]["cont_l1"] == pytest.approx(
+      curve["model"][1]["cont_l1"], abs=1e-5)
+  assert curve["majority"][5]["cont_l1"] == pytest.approx(curve["majority"][1]["cont_l1"])
+  back = json.loads(open(os.path.join(out, "metrics.json")).read())
+  assert back["methods"]["model"]["cont_l1"] == results["methods"]["model"]["cont_l1"]
+  assert back["step"] == results["step"] and back["checkpoint"] == "best"
+
+
+def _val_gm(report_dir):
+  workdir = json.loads(open(os.path.join(report_dir, "metrics.json")).read())["workdir"]
+  return json.loads(open(os.path.join(workdir, "labels.json")).read())["split"]["val"][0]
+
+
+def test_model_row_matches_parsing_the_image_files(evaluated, tiny):
+  """The evaluation's TFRecord path and `parse`'s file path give the same predictions."""
+  results, _, config = evaluated
+  workdir, _ = tiny
+  loaded = inference.load(workdir, config)
+  gt = loaded.gt
+  preds, rows = [], []
+  for gm in tiny_run.TEST_GMS:
+    folder = os.path.join(config.data.image_dir, gm)
+    images, used, skipped = inference.load_images(
+        sorted(os.path.join(folder, f) for f in os.listdir(folder)), loaded.config)
+    assert not skipped and len(used) == tiny_run.IMAGES_PER_GM
+    preds.append(inference.predict(loaded, images)["pred"])
+    rows += [gt.row(gm)] * len(used)
+  pred = jax.tree.map(lambda *a: np.concatenate(a, 0), *preds)
+  rows = np.array(rows)
+  target = {"net": gt.net[rows], "loss": gt.loss[rows], "loss_group": gt.loss_group[rows]}
+  m = metrics.parsing_metrics(pred, target, gt.space)
+  for key in ("cont_l1", "net_acc", "loss_acc"):
+    assert m[key] == pytest.approx(results["methods"]["model"][key], abs=1e-5), key
+
+
+def test_random_gt_workdir_must_be_a_shuffled_run_of_the_same_split(tiny, tmp_path):
+  workdir, config = tiny
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.eval.random_gt_workdir = workdir  # trained on the true labels
+  with pytest.raises(ValueError, match="shuffle_labels=True"):
+    run.evaluate_workdir(config, workdir, out_dir=str(tmp_path))
+
+
+def test_summary_over_sets(evaluated, tmp_path):
+  results, _, _ = evaluated
+  other = json.loads(json.dumps(results))
+  other["name"] = "test set 2"
+  other["methods"]["model"]["cont_l1"] = results["methods"]["model"]["cont_l1"] + 0.1
+  summary = run.write_summary(str(tmp_path), {"test set 1": results, "test set 2": other})
+  assert sorted(os.listdir(tmp_path)) == ["summary.json", "summary.md"]
+  stats = summary["mean_std"]["model"]["cont_l1"]
+  assert stats["n"] == 2 and stats["std"] == pytest.approx(0.05)
+  assert stats["mean"] == pytest.approx(results["methods"]["model"]["cont_l1"] + 0.05)
+  assert "mean ± std (2 sets)" in (tmp_path / "summary.md").read_text()

@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 
 from revgm_jax.hparams import Space  # noqa: E402
 
-METHOD_NAMES = {"model": "model (ours)", "random_gt": "random ground truth",
+METHOD_NAMES = {"model": "model (ours)", "model_mean_fingerprint": "model, mean of fingerprints",
+                "random_gt": "random ground truth",
                 "majority": "mean / majority", "retrieval": "nearest training GM"}
 # (column header, metrics key) of the headline table; arrows say which direction is better.
 COLUMNS = (("L1 cont. ↓", "cont_l1"), ("acc net ↑", "net_acc"), ("F1 net ↑", "net_f1"),
@@ -102,7 +103,7 @@ def summary_markdown(per_set: Mapping[str, Mapping], combined: Mapping[str, Mapp
   rows = [[name, METHOD_NAMES.get(m, m), *(fmt(r.get(key)) for _, key in COLUMNS)]
           for name, res in per_set.items() for m, r in res["methods"].items()]
   for m, stats in combined.items():
-    rows.append([f"mean ± std ({len(per_set)} sets)", METHOD_NAMES.get(m, m),
+    rows.append([f"mean ± std ({stats['cont_l1']['n']} sets)", METHOD_NAMES.get(m, m),
                  *("N/A" if stats[key]["mean"] is None else
                    f"{stats[key]['mean']:.3f} ± {stats[key]['std']:.3f}" for _, key in COLUMNS)])
   return "\n".join(["# Model parsing over leave-out test sets", ""] + _table(header, rows)) + "\n"
@@ -132,11 +133,14 @@ def _bar_figure(methods: Mapping[str, Mapping], space: Space, path: str):
 def _k_figure(k_images: Mapping[str, Mapping], path: str):
   keys = (("cont_l1", "L1 cont. ↓"), ("net_f1", "F1 net ↑"), ("loss_f1", "F1 loss ↑"))
   fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+  all_ks = sorted({int(k) for curve in k_images.values() for k in curve})
   for ax, (key, title) in zip(axes, keys):
     for m, curve in k_images.items():
       ks = sorted(curve, key=int)
       ax.plot([int(k) for k in ks], [curve[k][key] for k in ks], "o-", label=METHOD_NAMES.get(m, m))
     ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(all_ks, [str(k) for k in all_ks])
     ax.set_xlabel("k images per GM")
     ax.set_title(title)
   axes[0].legend(fontsize=8)

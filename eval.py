@@ -1,0 +1,78 @@
+r"""Evaluates trained model-parsing workdirs and writes their reports (the work is in
+revgm_jax/evaluation/run.py).
+
+  python eval.py --workdir ./workdir                  # -> ./workdir/report/
+  python eval.py --workdir W --checkpoint W/checkpoints/1500 --split val --out_dir /tmp/r
+  python eval.py --workdir W --random_gt_workdir W_rgt   # adds the random-ground-truth row
+  python eval.py --workdir set1 --workdir set2 --workdir set3 --workdir set4 \
+      --summary_dir ./summary                          # + mean ± std over the leave-out sets
+
+Each workdir is evaluated with the config it was trained with (its config.json) unless
+--config is given (then it must describe the same model and data); --config.<field>=<value>
+overrides fields of that file as in train.py. The report (metrics.json, report.md, figures)
+goes to WORKDIR/report unless --out_dir is given (one workdir only).
+"""
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (default: each workdir's config.json).", lock_config=True)
+_WORKDIR = flags.DEFINE_multi_string("workdir", None, "Training workdir(s) to evaluate.",
+                                     required=True)
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "", "WORKDIR/best, WORKDIR/checkpoints or WORKDIR/checkpoints/STEP "
+    "(default: config.eval.which of the workdir).")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "val"], "GM split to evaluate.")
+_RANDOM_GT = flags.DEFINE_string(
+    "random_gt_workdir", None, "Workdir of the same run trained with "
+    "config.data.shuffle_labels=True (overrides config.eval.random_gt_workdir).")
+_OUT_DIR = flags.DEFINE_string("out_dir", "", "Report directory (default WORKDIR/report).")
+_SUMMARY_DIR = flags.DEFINE_string(
+    "summary_dir", "", "With several workdirs: where summary.md / summary.json go.")
+_SUMMARY_ONLY = flags.DEFINE_bool(
+    "summary_only", False, "Combine the workdirs' existing report/metrics.json, evaluate nothing.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+  workdirs = [os.path.abspath(w) for w in _WORKDIR.value]
+  if len(workdirs) > 1 and not _SUMMARY_DIR.value:
+    raise app.UsageError("several --workdir need --summary_dir for the combined table")
+  if len(workdirs) > 1 and (_OUT_DIR.value or _CHECKPOINT.value):
+    raise app.UsageError("--out_dir and --checkpoint apply to a single --workdir")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # TF only reads data here (JAX_NOTES 3g)
+  from revgm_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
+
+  per_set = {}
+  for workdir in workdirs:
+    if _SUMMARY_ONLY.value:
+      path = os.path.join(workdir, run.REPORT_DIR, "metrics.json")
+      if not os.path.exists(path):
+        raise app.UsageError(f"--summary_only: {path} does not exist; evaluate {workdir} first")
+      with open(path) as f:
+        results = json.load(f)
+    else:
+      config = _CONFIG.value or checkpointing.load_config(workdir)
+      if _RANDOM_GT.value is not None:
+        config.eval.random_gt_workdir = _RANDOM_GT.value
+      results = run.evaluate_workdir(config, workdir, split=_SPLIT.value,
+                                     checkpoint=_CHECKPOINT.value, out_dir=_OUT_DIR.value)
+      out = _OUT_DIR.value or os.path.join(workdir, run.REPORT_DIR)
+      print(f"{workdir}: report in {out}", flush=True)
+    name = results["name"]
+    per_set[name if name not in per_set else f"{name} ({os.path.basename(workdir)})"] = results
+  if len(workdirs) > 1:
+    run.write_summary(_SUMMARY_DIR.value, per_set)
+    print(f"summary of {len(per_set)} sets in {_SUMMARY_DIR.value}", flush=True)
+  logging.info("done")
+
+
+if __name__ == "__main__":
+  app.run(main)
