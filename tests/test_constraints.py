@@ -124,12 +124,16 @@ def _sharded(fn, n):
 
 def test_eight_devices_equal_one_device_values_and_gradients():
   f = fingerprints(16, 16)
-  f = f.at[5, 3, 2].set(3.0).at[12, 9, 9].set(3.0)  # a tie of the global max on two devices
+  checker = jnp.where((jnp.arange(16)[:, None] + jnp.arange(16)) % 2 == 0, 1.0, -1.0)
+  f = f.at[5].add(checker[..., None])  # the high-band max, tied on two devices
+  f = f.at[12].set(f[5])
   mask = jnp.arange(16) < 13  # uneven real examples per device
+  cfg = ml_collections.ConfigDict(LOSS_CFG.to_dict())
+  cfg.coef_rep = 1.0  # make the max's gradient as large as the other terms'
 
   def loss(f, mask, axis_name):
     terms = constraints.constraint_terms(f, 3, 1e4, axis_name=axis_name, mask=mask)
-    return constraints.fen_loss(terms, LOSS_CFG), terms
+    return constraints.fen_loss(terms, cfg), terms
 
   def value_and_grad(axis_name):
     def fn(f, mask):
