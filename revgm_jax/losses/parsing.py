@@ -15,7 +15,6 @@ examples from every term.
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from jax import lax
 
 from revgm_jax.hparams import Space
@@ -80,9 +79,9 @@ def parsing_loss(outputs: dict, batch: dict, class_weights: dict,
   mask = batch["mask"].astype(jnp.float32) if "mask" in batch else jnp.ones((b,), jnp.float32)
   nc = space.num_continuous
 
-  def weights_for(labels, w):  # class weights of the targets (or 1) times the mask
-    w = _class_weight(labels, jnp.asarray(w, jnp.float32)) if loss_cfg.weighted_ce else 1.0
-    return w * mask.reshape((b,) + (1,) * (labels.ndim - 1))
+  def weights_for(labels, w):  # [B, ...]: class weight of the target (or 1) times the mask
+    m = jnp.broadcast_to(mask.reshape((b,) + (1,) * (labels.ndim - 1)), labels.shape)
+    return _class_weight(labels, jnp.asarray(w, jnp.float32)) * m if loss_cfg.weighted_ce else m
 
   terms = {}
   # Continuous: regression of sigmoid outputs on the [0, 1]-normalised targets.
@@ -101,12 +100,12 @@ def parsing_loss(outputs: dict, batch: dict, class_weights: dict,
 
   # Coarse loss groups: (weighted) CE per group head, vectorised over G.
   group_labels = batch["loss_group"].astype(jnp.int32)  # [B, G]
-  group_w = weights_for(group_labels, np.stack(class_weights["group"]))  # [B, G]
+  group_w = weights_for(group_labels, jnp.stack(class_weights["group"]))  # [B, G]
   group = _weighted_mean(_ce(act(outputs["group"]), group_labels), group_w, axis_name)  # [G]
 
   # Fine loss types, gated by their group.
   loss_labels = batch["loss"].astype(jnp.int32)  # [B, L]
-  loss_w = weights_for(loss_labels, np.stack(class_weights["loss"]))  # [B, L]
+  loss_w = weights_for(loss_labels, jnp.stack(class_weights["loss"]))  # [B, L]
   group_of_fine = jnp.take(outputs["group"], _group_of_loss(space), axis=1)  # [B, L, 2]
   if official:
     gated = jax.nn.sigmoid(outputs["loss"]) * jax.nn.sigmoid(group_of_fine[..., 1:])
