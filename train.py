@@ -13,11 +13,12 @@ checkpoint.
 import os
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+
+from revgm_jax import cli_flags
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = cli_flags.define_config_file(
     "config", _DEFAULT_CONFIG, "Config file, optionally with `:arg` (e.g. configs/default.py:tiny).",
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "./workdir", "Checkpoints, logs and reports go here.")
@@ -34,8 +35,15 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value)
   logging.info("workdir: %s", workdir)
   print(f"workdir: {workdir}", flush=True)
-  train_lib.train_and_evaluate(_CONFIG.value, workdir)
+  results = train_lib.train_and_evaluate(_CONFIG.value, workdir)
+  if "preempted_at" in results:
+    print(f"preempted: saved step {results['preempted_at']} in {workdir}; rerun the same "
+          "command to resume", flush=True)
+    return
+  print(train_lib.results_table(results), flush=True)
+  print(f"\nworkdir: {workdir} (results.json, report/, checkpoints/, best/, TensorBoard events)",
+        flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli_flags.parse_flags)

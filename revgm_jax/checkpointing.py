@@ -154,7 +154,7 @@ def restore_variables(workdir: str, abstract_variables, which: str = "best",
   if which not in (BEST, "latest"):
     raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
   path = os.path.join(workdir, BEST if which == BEST else CHECKPOINTS)
-  mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(read_only=True))
+  mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))
   step = mngr.latest_step() if step is None else step
   if step is None or step not in mngr.all_steps():
     raise FileNotFoundError(f"no checkpoint{'' if step is None else f' of step {step}'} in "

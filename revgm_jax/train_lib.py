@@ -14,6 +14,7 @@ batch (XLA's global view would gather it, JAX_NOTES 3a).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from typing import Any, Callable, Iterator
@@ -33,10 +34,13 @@ from tqdm import tqdm
 
 from revgm_jax import checkpointing, hparams, input_pipeline
 from revgm_jax.evaluation import metrics as metrics_lib
+from revgm_jax.evaluation import report as eval_report
+from revgm_jax.evaluation import run as eval_run
 from revgm_jax.losses import constraints, parsing
 from revgm_jax.models import model as model_lib
 
 AXIS = "data"
+RESULTS_FILE = "results.json"
 
 
 class TrainState(struct.PyTreeNode):
@@ -134,8 +138,8 @@ def make_train_step(config, model, tx, space: hparams.Space, class_weights, mesh
         state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **terms, "grad_norm": optax.global_norm(grads),
-               "param_norm": optax.global_norm(params)}
+    metrics = {"loss": loss, **terms, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(params)}
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                               opt_state=opt_state)
     return new_state, lax.pmean(metrics, AXIS)
@@ -285,7 +289,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     state, progress = restored
     logging.info("resumed from step %d of %s", progress["step"], workdir)
   start_step = int(progress.get("step", 0))
-  best = progress.get("best", {"step": None, "score": None})
+  # Validation summaries of the best step so far and of the latest evaluation.
+  best = progress.get("best", {"step": None, "score": None, "val": None})
+  last_val = progress.get("last_val")
   ckpt.drop_best_after(start_step)  # left by a run killed between its best and latest saves
   last_saved = start_step if restored is not None else None
 
@@ -332,12 +338,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      data.eval_iter("val"), space)
       writer.write_scalars(step, _scalars("val", val))
       logging.info(_log_summary(f"step {step} val: ", val))
+      last_val = {"step": step, **_json_metrics(val)}
       if best["score"] is None or val["score"] > best["score"]:
-        best = {"step": step, "score": val["score"]}
-        ckpt.save_best(state, {"step": step, "val": _json_metrics(val)})
+        best = {"step": step, "score": val["score"], "val": last_val}
+        ckpt.save_best(state, {"step": step, "val": last_val})
         do_save = True  # keeps the resume checkpoint's `best` in step with the best manager
     if do_save:
-      ckpt.save(state, {"step": step, "best": best})
+      ckpt.save(state, {"step": step, "best": best, "last_val": last_val})
       last_saved = step
     meter.paused += time.perf_counter() - t0
     if ckpt.reached_preemption(step):
@@ -347,26 +354,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       return {"preempted_at": step, "workdir": workdir}
   pbar.close()
   ckpt.wait()
-  results = _final_results(config, workdir, state, best, eval_step, data, mesh, writer)
-  writer.flush()
   ckpt.close()
+
+  # Test GMs: the last step here (loss terms and metrics), the selected checkpoint
+  # (config.eval.which) with baselines and k-image curves in the evaluation report.
+  test_last = evaluate(eval_step, {"params": state.params, "batch_stats": state.batch_stats},
+                       data.eval_iter("test"), space)
+  report = eval_run.evaluate_workdir(config, workdir, data)
+  results = {"workdir": workdir, "last_step": total_steps, "selected_step": best["step"],
+             "val_last": last_val, "val_selected": best["val"],
+             "test_last": _json_metrics(test_last), "report": report}
+  writer.write_scalars(total_steps, {**_scalars("test_last", test_last),
+                                     **_scalars("test_report", report["methods"]["model"])})
+  writer.flush()
+  if main:
+    with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
+      json.dump(results, f, indent=1)
   return results
 
 
-def _final_results(config, workdir, state, best, eval_step, data, mesh, writer) -> dict:
-  """Validation and test metrics of the last step and of the validation-selected step."""
-  space = data.gt.space
-  last_vars = {"params": state.params, "batch_stats": state.batch_stats}
-  best_vars, _ = checkpointing.restore_variables(
-      workdir, checkpointing.replicated_target(last_vars, mesh), "best")
-  last_step = int(to_host(state.step))
-  results = {"workdir": workdir, "last_step": last_step, "selected_step": best["step"]}
-  for name, variables in (("last", last_vars), ("selected", best_vars)):
-    for split in ("val", "test"):
-      m = evaluate(eval_step, variables, data.eval_iter(split), space)
-      results[f"{split}_{name}"] = _json_metrics(m)
-  writer.write_scalars(last_step, _scalars("test_selected", results["test_selected"]))
-  return results
+def results_table(results: dict) -> str:
+  """Markdown summary: validation and test metrics of the last and the selected step, then the
+  evaluation report's table of the model against the baselines."""
+  cols = (("L1 cont. ↓", "cont_l1"), ("F1 net ↑", "net_f1"), ("F1 loss ↑", "loss_f1"),
+          ("AUC loss ↑", "loss_auc"), ("score ↑", "score"), ("loss", "loss"))
+  report = results["report"]
+  rows = [("val", f"last ({results['last_step']})", results["val_last"]),
+          ("val", f"selected ({results['selected_step']})", results["val_selected"]),
+          ("test", f"last ({results['last_step']})", results["test_last"]),
+          ("test", f"{report['checkpoint']} ({report['step']})", report["methods"]["model"])]
+  lines = ["| GMs | step | " + " | ".join(c for c, _ in cols) + " |",
+           "|---" * (len(cols) + 2) + "|"]
+  for split, step, m in rows:
+    m = dict(m or {})
+    if "score" not in m and m.get("net_f1") is not None and m.get("loss_f1") is not None:
+      m["score"] = selection_score(m)
+    lines.append(f"| {split} | {step} | "
+                 + " | ".join(eval_report.fmt(m.get(k)) for _, k in cols) + " |")
+  lines += ["", f"{report['name']} ({report['num_images']} images of {len(report['gms'])} GMs):",
+            "", *eval_report.headline_table(report["methods"])]
+  return "\n".join(lines)
 
 
 def _json_metrics(m: dict) -> dict:

@@ -1,0 +1,115 @@
+"""The data-parallel train step and the training loop (tiny models, 16 x 16 images).
+
+Step tests use synthetic batches; loop tests run `train_and_evaluate` on the tiny published-
+layout set of `tiny_run` (random images, RED116 labels) through the real input pipeline.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+import tiny_run
+from revgm_jax import checkpointing, hparams, train_lib
+from revgm_jax.models import model as model_lib
+
+SIZE, BATCH = 16, 8
+
+
+@pytest.fixture(scope="module")
+def setup(red116_dir):
+  """Tiny model without dropout (its masks depend on the device layout), synthetic batches."""
+  config = tiny_run.default.get_config("tiny")
+  config.image_size = SIZE
+  config.data.space = "red116"
+  config.model.dropout = 0.0
+  config.optim.lr = 1e-3
+  gt = hparams.load_ground_truth(str(red116_dir), "red116")
+  rng = np.random.default_rng(0)
+  rows = rng.choice(rng.permutation(len(gt))[:4], (4, BATCH))  # 4 GMs: quick to learn
+  yy, xx = np.mgrid[:SIZE, :SIZE]
+  batches = []
+  for r in rows:  # an image pattern per GM row, so that labels can be learnt from images
+    freq = (r % 7 + 1)[:, None, None, None]
+    image = np.sin(2 * np.pi * freq * (xx + yy)[None, ..., None] / SIZE) + rng.normal(
+        0, 0.3, (BATCH, SIZE, SIZE, 3))
+    batches.append({"image": image.astype(np.float32), "net": gt.net[r], "loss": gt.loss[r],
+                    "loss_group": gt.loss_group[r], "gm_row": r.astype(np.int32),
+                    "mask": np.ones(BATCH, bool)})
+  model = model_lib.create_model(config, gt.space, axis_name=train_lib.AXIS)
+  mesh1 = train_lib.make_mesh(jax.devices()[:1])
+  tx = optax.sgd(0.01)  # the state's optimiser for the parity tests: params move by the gradient
+  state = train_lib.create_train_state(jax.random.key(0), model, tx, (SIZE, SIZE, 3), mesh1)
+  return dict(config=config, space=gt.space, weights=hparams.class_weights(gt), model=model,
+              batches=batches, tx=tx, host_state=jax.device_get(state))
+
+
+def _run(setup, mesh, steps, tx=None):
+  """`steps` steps on `mesh` from the same initial state, the step compiled once.
+
+  Returns (state, host metrics of every step, compiled HLO text)."""
+  tx = tx or setup["tx"]
+  step_fn = train_lib.make_train_step(setup["config"], setup["model"], tx, setup["space"],
+                                      setup["weights"], mesh)
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+  state = jax.device_put(setup["host_state"], replicated)
+  if tx is not setup["tx"]:
+    state = state.replace(opt_state=jax.device_put(tx.init(setup["host_state"].params),
+                                                   replicated))
+  rng = jax.device_put(jax.random.key(1), replicated)
+  batches = [jax.device_put(b, sharded) for b in setup["batches"]]
+  compiled = step_fn.lower(state, batches[0], rng).compile()
+  history = []
+  for i in range(steps):
+    state, metrics = compiled(state, batches[i % len(batches)], rng)
+    history.append(metrics)
+  return state, jax.device_get(history), compiled.as_text()
+
+
+@pytest.fixture(scope="module")
+def parity(setup):
+  """One step on the same global batch on 1 and on 8 devices."""
+  return (_run(setup, train_lib.make_mesh(jax.devices()[:1]), 1),
+          _run(setup, train_lib.make_mesh(), 1))
+
+
+def test_eight_devices_take_the_one_device_step(parity):
+  """BatchNorm statistics, the spectrum max and the class-weighted means are batch-global,
+  so 8 devices give the 1-device metrics, gradients and statistics."""
+  (s1, (m1,), _), (s8, (m8,), _) = parity
+  assert len(m1) > 30  # every loss term
+  for k in m1:
+    np.testing.assert_allclose(m8[k], m1[k], rtol=2e-5, atol=1e-6, err_msg=k)
+  # SGD: a parameter difference is a gradient difference (times the learning rate).
+  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params), strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(s1.batch_stats), jax.tree.leaves(s8.batch_stats), strict=True):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+  assert int(s8.step) == 1
+  assert len(s8.params["fen"]["conv_0"]["kernel"].sharding.device_set) == 8
+
+
+def test_compiled_step_gathers_no_batch(parity):
+  """The FFT runs on each device's own examples: no all-gather in the 8-device program, only
+  all-reduces (BatchNorm moments, loss sums, spectrum max)."""
+  hlo8 = parity[1][2]
+  assert "fft(" in hlo8 and "all-reduce" in hlo8
+  assert "all-gather" not in hlo8
+
+
+def test_loss_goes_down(setup):
+  config = setup["config"].copy_and_resolve_references()
+  config.optim.lr = 3e-3
+  _, history, _ = _run(setup, train_lib.make_mesh(jax.devices()[:1]), 32,
+                       tx=train_lib.make_optimizer(config.optim))
+  assert all(np.isfinite(h["loss"]) for h in history)
+  first = {k: np.mean([h[k] for h in history[:4]]) for k in ("loss", "fen", "parsing")}
+  last = {k: np.mean([h[k] for h in history[-4:]]) for k in ("loss", "fen", "parsing")}
+  for k in first:
+    assert last[k] < 0.8 * first[k], (k, first[k], last[k])
