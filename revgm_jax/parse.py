@@ -152,19 +152,20 @@ def run(args: argparse.Namespace) -> int:
   return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-  """`python -m revgm_jax.parse ARGS`."""
-  parser = argparse.ArgumentParser(prog="python -m revgm_jax.parse", description=DESCRIPTION)
-  return run(add_arguments(parser).parse_args(argv))
+def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse") -> int:
+  """`python -m revgm_jax.parse ARGS`; options and image paths may come in any order."""
+  parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+  return run(add_arguments(parser).parse_intermixed_args(argv))
 
 
 def cli(argv: list[str] | None = None) -> int:
-  """The `revgm` console script; `parse` is its command."""
-  parser = argparse.ArgumentParser(prog="revgm")
-  commands = parser.add_subparsers(dest="command", required=True)
-  add_arguments(commands.add_parser("parse", description=DESCRIPTION,
-                                    help="hyperparameters of the generator of a set of images"))
-  return run(parser.parse_args(argv))
+  """The `revgm` console script; `parse` is its (only) command."""
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] != "parse":
+    print("usage: revgm parse --checkpoint PATH IMAGE_OR_FOLDER... [--json]\n\n"
+          f"commands:\n  parse    {DESCRIPTION}", file=sys.stderr)
+    return 0 if argv and argv[0] in ("-h", "--help") else 2
+  return main(argv[1:], prog="revgm parse")
 
 
 if __name__ == "__main__":
