@@ -44,8 +44,8 @@ def random_weights(rng, space):
 
 def np_log_softmax(z):
   z = np.asarray(z, np.float64)
-  return z - z.max(-1, keepdims=True) - np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1,
-                                                                                        keepdims=True))
+  z = z - z.max(-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(-1, keepdims=True))
 
 
 def np_sigmoid(z):

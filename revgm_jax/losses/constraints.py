@@ -35,7 +35,7 @@ def spectrum(gray):  # [B, H, W] -> [B, H, W] magnitude, DC at (H // 2, W // 2)
 def _window(h: int, w: int, radius: int) -> tuple[slice, slice]:
   """Rows/columns of the (2n+1) x (2n+1) low-frequency window centred on DC."""
   ch, cw = h // 2, w // 2
-  if radius < 0 or ch - radius < 0 or ch + radius + 1 > h or cw - radius < 0 or cw + radius + 1 > w:
+  if not 0 <= radius <= min(ch, cw, h - ch - 1, w - cw - 1):
     raise ValueError(f"low-frequency radius {radius} (config.loss.low_freq_radius) does not fit "
                      f"a {h} x {w} spectrum; it must be <= {min(ch, cw, h - ch - 1, w - cw - 1)}")
   return slice(ch - radius, ch + radius + 1), slice(cw - radius, cw + radius + 1)

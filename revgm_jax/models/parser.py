@@ -73,6 +73,8 @@ class Parser(nn.Module):
     h_group = h_net if self.share_branch else branch(1)
     h_loss = h_net if self.share_branch else branch(2)
     s = self.space
+    # The G group heads (L loss-type heads) of 2 logits each are one Dense of 2G (2L) outputs:
+    # the same maths and init as separate layers, in one matmul.
     return {
         "cont": logits(h_net, s.num_continuous, "cont_head"),  # [B, 9]
         "disc": tuple(logits(h_net, k, f"disc_head_{j}")  # 6 x [B, k]
