@@ -17,9 +17,10 @@ import json
 import os
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
+from revgm_jax import cli_flags
+
+_CONFIG = cli_flags.define_config_file(
     "config", None, "Config file (default: each workdir's config.json).", lock_config=True)
 _WORKDIR = flags.DEFINE_multi_string("workdir", None, "Training workdir(s) to evaluate.",
                                      required=True)
@@ -75,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli_flags.parse_flags)

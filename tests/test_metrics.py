@@ -149,7 +149,8 @@ def test_majority_baseline_reproduces_design_table(red116_dir):
     assert round(m["loss_f1"], 2) == loss_f1
     assert m["loss_auc"] == pytest.approx(0.5)  # a constant score ranks nothing
   summary = metrics.combine(per_set)
-  assert summary["cont_l1"]["mean"] == pytest.approx(np.mean([m["cont_l1"] for m in per_set.values()]))
+  means = [m["cont_l1"] for m in per_set.values()]
+  assert summary["cont_l1"]["mean"] == pytest.approx(np.mean(means))
   assert summary["cont_l1"]["n"] == 4
 
 

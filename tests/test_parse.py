@@ -1,4 +1,4 @@
-"""`revgm parse` end to end on a tiny trained workdir: output, JSON schema, bad files, exit codes."""
+"""`revgm parse` end to end on a tiny trained workdir: output, JSON, bad files, exit codes."""
 
 import json
 import os
@@ -58,12 +58,14 @@ def test_parse_json_schema_and_skipped_files(tiny, folder, capsys):
   assert [c["name"] for c in res["continuous"]] == list(RED116.continuous_names)
   for c in res["continuous"]:
     lo, hi = c["range"]
-    assert 0 <= c["normalized"] <= 1 and c["value"] == pytest.approx(lo + c["normalized"] * (hi - lo))
+    assert 0 <= c["normalized"] <= 1
+    assert c["value"] == pytest.approx(lo + c["normalized"] * (hi - lo))
   assert [d["name"] for d in res["discrete"]] == list(RED116.discrete_names)
   for d, classes in zip(res["discrete"], RED116.class_names):
     assert list(d["probabilities"]) == list(classes)
     assert sum(d["probabilities"].values()) == pytest.approx(1, abs=1e-5)
-    assert d["probabilities"][d["prediction"]] == d["probability"] == max(d["probabilities"].values())
+    best = max(d["probabilities"].values())
+    assert d["probabilities"][d["prediction"]] == d["probability"] == best
   assert [t["name"] for t in res["loss_types"]] == list(RED116.loss_names)
   assert [t["group"] for t in res["loss_types"][:5]] == ["pixel"] * 4 + ["distribution"]
   for t in res["loss_types"] + res["loss_groups"]:

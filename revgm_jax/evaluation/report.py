@@ -64,7 +64,8 @@ def per_head_tables(methods: Mapping[str, Mapping], space: Space) -> list[str]:
                            for n in space.discrete_names])
   lines += ["", "Loss types (gated prediction), accuracy / macro-F1 / AUC:", ""]
   rows = []
-  for fam, prefix, heads in (("loss", "", space.loss_names), ("group", "group: ", space.group_names)):
+  families = (("loss", "", space.loss_names), ("group", "group: ", space.group_names))
+  for fam, prefix, heads in families:
     for n in heads:
       rows.append([prefix + n, *(" / ".join(fmt(methods[m].get(f"{fam}_{s}/{n}"), 2)
                                             for s in ("acc", "f1", "auc")) for m in names)])
