@@ -1,0 +1,471 @@
+r"""Training-step throughput: our jit(shard_map) step against a PyTorch peer, MFU, weak scaling.
+
+  python benchmarks/throughput.py --quick        # 64 x 64, batch 16, CPU: < 2 min, `ratio: X`
+  python benchmarks/throughput.py                # 64x16 and 128x32 (the two CPU targets)
+  python benchmarks/throughput.py --sizes=64x16,128x32,128x64 --torch_compile --scaling
+
+Times the full model-parsing training step of `revgm_jax.train_lib.make_train_step` (FEN, the
+four FFT constraint losses, parser, all heads, backward, Adam) at the paper's settings
+(`configs/red116.py`: 17 x 64 FEN, radius 25, Adam lr 1e-4 with L2 1e-4) on a fixed random
+batch, and the PyTorch peer of `benchmarks/torch_step.py` (the same step written from
+DESIGN.md) in the same process, with the same sizes and thread count. Compilation and warm-up
+are excluded; `block_until_ready` is called only at window boundaries. The machine this was
+written on is shared and its speed drifts 2-8x within an hour, so the JAX windows, the torch
+windows and a 4096^2 fp32 matmul (the CPU's measured peak, for MFU) are interleaved round by
+round and the ratio is the median of the per-round ratios: back-to-back numbers only.
+
+MFU = FLOPs per step (XLA's cost analysis of the compiled step) x steps/s / peak. The peak
+is `PEAK_TFLOPS` for accelerators and the matmul rate measured in the same run on CPU.
+Weak scaling (`--scaling`) runs one subprocess per simulated CPU device count (1, 2, 4, 8;
+XLA_FLAGS must be set before jax is imported) with the per-device batch fixed; on GPU/TPU it
+uses meshes over the first 1, 2, 4, 8 real devices. XLA flags are not changed here: what is
+measured is what users get.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+# Dense peak TFLOP/s per device (tensor cores; fp32 matmuls on GPUs run as TF32 under JAX's
+# default precision and under torch.backends.cuda.matmul.allow_tf32). Keys: jax device_kind.
+PEAK_TFLOPS = {
+    "NVIDIA H100 80GB HBM3": {"float32": 494.7, "bfloat16": 989.4},
+    "NVIDIA H100 PCIe": {"float32": 378.0, "bfloat16": 756.0},
+    "NVIDIA H200": {"float32": 494.7, "bfloat16": 989.4},
+    "NVIDIA A100-SXM4-80GB": {"float32": 156.0, "bfloat16": 312.0},
+    "NVIDIA A100-SXM4-40GB": {"float32": 156.0, "bfloat16": 312.0},
+    "NVIDIA L4": {"float32": 60.0, "bfloat16": 121.0},
+    "TPU v4": {"float32": 275.0, "bfloat16": 275.0},
+    "TPU v5 lite": {"float32": 197.0, "bfloat16": 197.0},
+    "TPU v5p": {"float32": 459.0, "bfloat16": 459.0},
+    "TPU v6 lite": {"float32": 918.0, "bfloat16": 918.0},
+}
+MATMUL_N = 4096
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--quick", action="store_true",
+                 help="64x16 only, 3 short windows, eager torch peer (< 2 min on a 2-core CPU)")
+  p.add_argument("--sizes", default="64x16,128x32",
+                 help="comma-separated IMAGExBATCH (global batch), e.g. 64x16,128x32,128x64")
+  p.add_argument("--windows", type=int, default=5, help="timed windows (rounds) per size")
+  p.add_argument("--steps", type=int, default=3, help="steps per timed window")
+  p.add_argument("--dtypes", default="",
+                 help="model compute dtypes; '' = float32 on CPU, float32,bfloat16 on GPU/TPU")
+  p.add_argument("--torch", choices=("eager", "none"), default="eager",
+                 help="run the PyTorch peer (eager always, compiled with --torch_compile)")
+  p.add_argument("--torch_compile", action="store_true",
+                 help="also time the peer under torch.compile (slow to compile on CPU)")
+  p.add_argument("--scaling", action="store_true",
+                 help="weak scaling over 1, 2, 4, 8 devices (simulated CPU devices on CPU)")
+  p.add_argument("--scaling_size", default="64x4", help="IMAGExPER_DEVICE_BATCH for --scaling")
+  p.add_argument("--json", default="", help="also write all results to this JSON file")
+  p.add_argument("--scaling_worker", type=int, default=0, help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.quick:
+    args.sizes, args.windows, args.steps = "64x16", 3, 2
+    args.torch_compile = args.scaling = False
+  args.sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s.strip()]
+  args.scaling_size = parse_size(args.scaling_size, "--scaling_size")
+  if args.windows < 1 or args.steps < 1:
+    p.error(f"--windows={args.windows} and --steps={args.steps} must be >= 1")
+  return args
+
+
+def parse_size(text: str, flag: str) -> tuple[int, int]:
+  try:
+    image, batch = (int(v) for v in text.lower().split("x"))
+  except ValueError:
+    raise SystemExit(f"{flag}: {text!r} is not IMAGExBATCH (e.g. 64x16)") from None
+  if image < 52 or batch < 1:
+    # radius 25 needs a 51 x 51 window inside the spectrum.
+    raise SystemExit(f"{flag}: {text!r}: image side must be >= 52 and batch >= 1")
+  return image, batch
+
+
+def bench_config(image_size: int, batch_size: int, dtype: str):
+  """The paper's settings (configs/red116.py) at another image/batch size."""
+  from configs import red116
+  config = red116.get_config()
+  config.image_size = image_size
+  config.batch_size = batch_size
+  config.model.dtype = dtype
+  return config
+
+
+def synthetic_class_weights(space):
+  """Unequal class weights with the layout of `hparams.class_weights` (values set no speed)."""
+  import numpy as np
+  ramp = lambda k: np.linspace(1.0, 2.0, k, dtype=np.float32)  # noqa: E731
+  return {"disc": [ramp(k) for k in space.discrete_classes],
+          "group": [ramp(2)] * space.num_groups, "loss": [ramp(2)] * space.num_loss_types}
+
+
+def cpu_threads() -> int:
+  """Cores XLA:CPU's thread pool uses (the process's CPU affinity), also given to torch."""
+  return len(os.sched_getaffinity(0))
+
+
+def _status_bytes(field: str) -> int:
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(field):
+        return int(line.split()[1]) * 1024
+  return 0
+
+
+def reset_peak_rss() -> int:
+  """Resets the high-water mark of this process's RSS (Linux clear_refs 5); returns the RSS."""
+  with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+  return _status_bytes("VmRSS:")
+
+
+def peak_rss_growth(baseline: int) -> int:
+  """Peak RSS since `reset_peak_rss` above the RSS it returned: what a contender added."""
+  return _status_bytes("VmHWM:") - baseline
+
+
+@dataclasses.dataclass
+class Series:
+  """Per-window seconds per step of one contender."""
+  name: str
+  batch: int
+  seconds: list = dataclasses.field(default_factory=list)
+  compile_s: float = float("nan")
+  peak_memory: int = 0
+  memory_kind: str = ""
+
+  def images_per_s(self):
+    import numpy as np
+    return self.batch / np.asarray(self.seconds)
+
+
+class JaxStep:
+  """Our training step on a random global batch, state donated and fed back."""
+
+  def __init__(self, config, devices):
+    import jax
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from revgm_jax import hparams, train_lib
+    from revgm_jax.models import model as model_lib
+
+    self.jax = jax
+    space = hparams.get_space(config.data.space)
+    s, b = config.image_size, config.batch_size
+    self.mesh = train_lib.make_mesh(devices)
+    model = model_lib.create_model(config, space, axis_name=train_lib.AXIS)
+    tx = train_lib.make_optimizer(config.optim)
+    step = train_lib.make_train_step(config, model, tx, space, synthetic_class_weights(space),
+                                     self.mesh)
+    self.state = train_lib.create_train_state(jax.random.key(config.seed), model, tx,
+                                              (s, s, 3), self.mesh)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.normal(size=(b, s, s, 3)).astype(np.float32),
+        "net": np.concatenate(
+            [rng.uniform(size=(b, space.num_continuous)),
+             np.stack([rng.integers(0, k, b) for k in space.discrete_classes], 1)],
+            1).astype(np.float32),
+        "loss": rng.integers(0, 2, (b, space.num_loss_types)).astype(np.int32),
+        "loss_group": rng.integers(0, 2, (b, space.num_groups)).astype(np.int32),
+        "gm_row": np.zeros((b,), np.int32),
+        "mask": np.ones((b,), bool),
+    }
+    self.batch = jax.device_put(batch, NamedSharding(self.mesh, P(train_lib.AXIS)))
+    self.rng = jax.random.key(1)
+    t = time.perf_counter()
+    self.compiled = step.lower(self.state, self.batch, self.rng).compile()
+    self.compile_s = time.perf_counter() - t
+    cost = self.compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    # The compiled program is the per-device program of the SPMD step.
+    self.flops_per_device_step = float(cost["flops"])
+    mem = self.compiled.memory_analysis()
+    self.xla_bytes = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                      + mem.output_size_in_bytes - mem.alias_size_in_bytes) if mem else 0
+
+  def run(self, n: int):
+    for _ in range(n):
+      self.state, metrics = self.compiled(self.state, self.batch, self.rng)
+    self.jax.block_until_ready((self.state, metrics))
+    return metrics
+
+
+class Matmul:
+  """The CPU's attainable peak: a jitted fp32 4096^2 matmul on XLA's own thread pool."""
+
+  def __init__(self):
+    import jax
+    import jax.numpy as jnp
+    self.jax = jax
+    a = jax.random.normal(jax.random.key(0), (MATMUL_N, MATMUL_N), jnp.float32)
+    self.a = a
+    self.f = jax.jit(lambda x: x @ x)
+    jax.block_until_ready(self.f(a))
+
+  def flops_per_s(self) -> float:
+    t = time.perf_counter()
+    self.jax.block_until_ready(self.f(self.a))
+    return 2 * MATMUL_N ** 3 / (time.perf_counter() - t)
+
+
+def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -> dict:
+  """Interleaved windows of our step, the torch peer(s) and (CPU) the matmul peak."""
+  import jax
+  import numpy as np
+
+  config = bench_config(image, batch, dtype)
+  devices = jax.devices()[:1]
+  rss0 = reset_peak_rss()
+  ours = JaxStep(config, devices)
+  ours.run(2)  # warm-up (first calls allocate)
+  jax_series = Series("jax", batch, compile_s=ours.compile_s)
+  contenders = [(jax_series, ours.run)]
+  if platform_name == "cpu":
+    jax_series.peak_memory, jax_series.memory_kind = peak_rss_growth(rss0), "host RSS growth"
+  else:
+    stats = devices[0].memory_stats() or {}
+    jax_series.peak_memory = stats.get("peak_bytes_in_use", 0)
+    jax_series.memory_kind = "device peak_bytes_in_use"
+
+  if args.torch != "none":
+    contenders += torch_contenders(config, dtype, args, platform_name)
+  matmul = Matmul() if platform_name == "cpu" else None
+  peaks = []
+  for r in range(args.windows):
+    for series, run in contenders:
+      t = time.perf_counter()
+      run(args.steps)
+      series.seconds.append((time.perf_counter() - t) / args.steps)
+    if matmul:
+      peaks.append(matmul.flops_per_s())
+    print(f"  [{image}x{batch} {dtype}] window {r + 1}/{args.windows}: " + ", ".join(
+        f"{s.name} {batch / s.seconds[-1]:.2f} img/s" for s, _ in contenders)
+        + (f", matmul {peaks[-1] / 1e9:.0f} GFLOP/s" if peaks else ""), flush=True)
+
+  if matmul:
+    peak, peak_src = float(np.median(peaks)), f"measured {MATMUL_N}^2 fp32 matmul"
+  else:
+    kind = devices[0].device_kind
+    table = PEAK_TFLOPS.get(kind, {})
+    peak = table.get(dtype, float("nan")) * 1e12
+    peak_src = f"PEAK_TFLOPS[{kind!r}]" if table else f"unknown device {kind!r}"
+  step_s = np.asarray(jax_series.seconds)
+  result = {
+      "image": image, "batch": batch, "dtype": dtype, "devices": len(devices),
+      "flops_per_step": ours.flops_per_device_step * len(devices),
+      "flops_per_image": ours.flops_per_device_step * len(devices) / batch,
+      "xla_buffer_bytes": ours.xla_bytes,
+      "peak_flops_per_s": peak, "peak_source": peak_src,
+      "matmul_flops_per_s_windows": peaks,
+      "mfu": float(ours.flops_per_device_step / np.median(step_s) / peak),
+      "contenders": {},
+  }
+  for series, _ in contenders:
+    ips = series.images_per_s()
+    s = np.asarray(series.seconds)
+    result["contenders"][series.name] = {
+        "images_per_s": float(np.median(ips)),
+        "images_per_s_per_device": float(np.median(ips)) / len(devices),
+        "step_s_median": float(np.median(s)), "step_s_min": float(s.min()),
+        "step_s_max": float(s.max()),
+        "step_s_spread": float((s.max() - s.min()) / np.median(s)),
+        "compile_s": series.compile_s, "peak_memory_bytes": series.peak_memory,
+        "memory_kind": series.memory_kind, "window_step_s": series.seconds,
+    }
+    if series.name != "jax":
+      ratio = np.asarray(series.seconds) / step_s  # per round: jax img/s over peer img/s
+      result["contenders"][series.name]["ratio_jax_over_this"] = float(np.median(ratio))
+  return result
+
+
+def torch_contenders(config, dtype, args, platform_name):
+  """The PyTorch peer: eager, and torch.compile'd with --torch_compile."""
+  import torch
+  from benchmarks import torch_step
+  from revgm_jax import hparams
+  from revgm_jax.losses import constraints
+
+  device = "cuda" if platform_name == "gpu" and torch.cuda.is_available() else "cpu"
+  if platform_name == "gpu" and device == "cpu":
+    print("  torch has no CUDA here: the peer is skipped (install a CUDA build of torch)")
+    return []
+  if device == "cpu":
+    torch.set_num_threads(cpu_threads())
+  else:
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+  space = hparams.get_space(config.data.space)
+  batch = torch_step.random_batch(space, config.batch_size, config.image_size, device=device)
+  out = []
+  modes = [False] + ([True] if args.torch_compile else [])
+  for compiled in modes:
+    name = "torch.compile" if compiled else "torch eager"
+    torch.manual_seed(config.seed)
+    rss0 = reset_peak_rss() if device == "cpu" else 0
+    step = torch_step.TorchStep(config, space, synthetic_class_weights(space),
+                                constraints.low_freq_radius(config), compile=compiled,
+                                dtype=dtype, device=device)
+    t = time.perf_counter()
+    step(batch)
+    step(batch)
+    step.synchronize()
+    series = Series(name, config.batch_size, compile_s=time.perf_counter() - t)
+    if device == "cpu":
+      series.peak_memory, series.memory_kind = peak_rss_growth(rss0), "host RSS growth"
+    else:
+      torch.cuda.reset_peak_memory_stats()
+      step(batch)
+      series.peak_memory = torch.cuda.max_memory_allocated()
+      series.memory_kind = "torch.cuda.max_memory_allocated"
+
+    def run(n, step=step):
+      for _ in range(n):
+        step(batch)
+      step.synchronize()
+
+    out.append((series, run))
+  return out
+
+
+def scaling_worker(devices: int, image: int, per_device_batch: int, args) -> dict:
+  """One weak-scaling point (in a subprocess on CPU, where XLA_FLAGS fixed the device count)."""
+  import jax
+  import numpy as np
+  config = bench_config(image, per_device_batch * devices, "float32")
+  ours = JaxStep(config, jax.devices()[:devices])
+  ours.run(2)
+  seconds = []
+  for _ in range(args.windows):
+    t = time.perf_counter()
+    ours.run(args.steps)
+    seconds.append((time.perf_counter() - t) / args.steps)
+  ips = config.batch_size / float(np.median(seconds))
+  return {"devices": devices, "global_batch": config.batch_size, "images_per_s": ips,
+          "images_per_s_per_device": ips / devices, "compile_s": ours.compile_s,
+          "step_s_median": float(np.median(seconds)),
+          "step_s_spread": float((max(seconds) - min(seconds)) / np.median(seconds))}
+
+
+def weak_scaling(args, platform_name: str) -> list:
+  image, per_device = args.scaling_size
+  points = []
+  if platform_name == "cpu":
+    for n in (1, 2, 4, 8):
+      env = dict(os.environ, XLA_FLAGS=" ".join(
+          [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={n}"]))
+      cmd = [sys.executable, os.path.abspath(__file__), "--scaling_worker", str(n),
+             f"--scaling_size={image}x{per_device}", f"--windows={args.windows}",
+             f"--steps={args.steps}"]
+      out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+      if out.returncode != 0:
+        raise RuntimeError(f"scaling worker for {n} devices failed:\n{out.stderr[-3000:]}")
+      points.append(json.loads(out.stdout.strip().splitlines()[-1]))
+      print(f"  scaling: {n} simulated devices: {points[-1]['images_per_s']:.2f} img/s",
+            flush=True)
+  else:
+    import jax
+    for n in (1, 2, 4, 8):
+      if n <= jax.device_count():
+        points.append(scaling_worker(n, image, per_device, args))
+  return points
+
+
+def environment(platform_name: str) -> dict:
+  import jax
+  env = {"jax": jax.__version__, "platform": platform_name,
+         "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
+         "cpu": platform.processor() or platform.machine(), "threads": cpu_threads(),
+         "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version()}
+  try:
+    with open("/proc/cpuinfo") as f:
+      env["cpu"] = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  try:
+    import torch
+    env["torch"] = torch.__version__
+  except ImportError:
+    env["torch"] = None
+  return env
+
+
+def print_report(env: dict, results: list, scaling: list):
+  print(f"\njax {env['jax']} on {env['platform']} ({env['device_kind']}), {env['cpu']}, "
+        f"torch {env['torch']}; threads: XLA pool = torch = {env['threads']} "
+        f"(process CPU affinity); XLA_FLAGS={env['xla_flags']!r}")
+  hdr = (f"{'size':>9} {'dtype':>8} {'contender':>13} {'img/s':>7} {'img/s/dev':>9} "
+         f"{'step ms':>8} {'spread':>6} {'compile s':>9} {'peak MB':>8} {'jax/this':>8}")
+  print(hdr)
+  print("-" * len(hdr))
+  for r in results:
+    for name, c in r["contenders"].items():
+      ratio = c.get("ratio_jax_over_this")
+      print(f"{r['image']:>4}x{r['batch']:<4} {r['dtype']:>8} {name:>13} "
+            f"{c['images_per_s']:7.2f} {c['images_per_s_per_device']:9.2f} "
+            f"{1e3 * c['step_s_median']:8.1f} {100 * c['step_s_spread']:5.0f}% "
+            f"{c['compile_s']:9.1f} {c['peak_memory_bytes'] / 2**20:8.0f} "
+            f"{'' if ratio is None else f'{ratio:8.2f}'}")
+    print(f"{'':>9} MFU {100 * r['mfu']:.1f}% = {r['flops_per_image'] / 1e9:.2f} GFLOP/image "
+          f"(XLA cost analysis) x img/s / peak {r['peak_flops_per_s'] / 1e9:.0f} GFLOP/s "
+          f"({r['peak_source']}); XLA buffers {r['xla_buffer_bytes'] / 2**20:.0f} MB; "
+          f"peak MB = {next(iter(r['contenders'].values()))['memory_kind']}")
+  if scaling:
+    base = scaling[0]["images_per_s"]
+    print("\nweak scaling (per-device batch fixed):")
+    print(f"{'devices':>7} {'batch':>6} {'img/s':>8} {'img/s/dev':>9} {'vs 1 dev':>8} "
+          f"{'efficiency':>10}")
+    for p in scaling:
+      n = p["devices"]
+      print(f"{n:>7} {p['global_batch']:>6} {p['images_per_s']:8.2f} "
+            f"{p['images_per_s_per_device']:9.2f} {p['images_per_s'] / base:8.2f} "
+            f"{p['images_per_s'] / (n * base):10.2f}")
+    if env["platform"] == "cpu":
+      print("(simulated CPU devices share the same cores: the ideal 'vs 1 dev' is 1.0, "
+            "efficiency = vs 1 dev / devices)")
+  first = next((r for r in results if "torch eager" in r["contenders"]), None)
+  if first is not None:
+    print(f"\nratio: {first['contenders']['torch eager']['ratio_jax_over_this']:.2f}"
+          f"  (our img/s / PyTorch eager img/s at {first['image']}x{first['batch']} "
+          f"{first['dtype']}, median of {len(first['contenders']['jax']['window_step_s'])} "
+          f"back-to-back rounds)")
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  import jax
+  platform_name = jax.default_backend()
+  if args.scaling_worker:
+    image, per_device = args.scaling_size
+    print(json.dumps(scaling_worker(args.scaling_worker, image, per_device, args)))
+    return
+  env = environment(platform_name)
+  dtypes = ([d for d in args.dtypes.split(",") if d] if args.dtypes
+            else ["float32"] if platform_name == "cpu" else ["float32", "bfloat16"])
+  results = []
+  for image, batch in args.sizes:
+    for dtype in dtypes:
+      print(f"measuring {image}x{image}, batch {batch}, {dtype} ...", flush=True)
+      results.append(measure_size(image, batch, dtype, args, platform_name))
+  scaling = weak_scaling(args, platform_name) if args.scaling else []
+  print_report(env, results, scaling)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump({"environment": env, "results": results, "scaling": scaling}, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
