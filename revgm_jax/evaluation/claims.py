@@ -86,7 +86,8 @@ def _delta(a: Mapping, b: Mapping, key: str) -> str:
   if a[key]["mean"] is None or b[key]["mean"] is None:
     return "N/A"
   d = a[key]["mean"] - b[key]["mean"]
-  return f"{-d if key == 'cont_l1' else d:+.3f}"
+  d = round(-d if key == "cont_l1" else d, 3) or 0.0  # no "-0.000"
+  return f"{d:+.3f}"
 
 
 def markdown(collected: Mapping) -> str:
@@ -99,8 +100,9 @@ def markdown(collected: Mapping) -> str:
   lines += [f"| {name} | {r['change']} | " + " | ".join(_cell(r["stats"], k) for _, k in KEYS)
             + " |" for name, r in every.items()]
   pairs = [c for c in COMPARISONS if c[1] in every and c[2] in every]
-  pairs += [(f"constraint loss(es) {n[3:]} help", "default", n) for n in collected["rows"]
-            if n.startswith("no_") and "default" in every]
+  pairs += [("the constraint losses help" if n == "no_constraints" else
+             f"constraint loss {n[3:]} helps", "default", n)
+            for n in collected["rows"] if n.startswith("no_") and "default" in every]
   if pairs:
     lines += ["", "Differences of the means, + = the first setting is better:", "",
               "| claim | comparison | " + " | ".join(f"Δ {c[:-2]}" for c, _ in KEYS) + " |",
