@@ -81,9 +81,14 @@ class Checkpoints:
     if every_steps < 1 or keep < 1:
       raise ValueError(f"checkpoint_every_steps ({every_steps}) and keep_checkpoints ({keep}) "
                        "must be >= 1")
+    # Every `every_steps` steps and on preemption; not orbax's default extra save of the first
+    # step of a run.
+    policy = ocp.checkpoint_managers.AnySavePolicy([
+        ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
+        ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, CHECKPOINTS),
-        options=ocp.CheckpointManagerOptions(save_interval_steps=every_steps, max_to_keep=keep))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy))
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, BEST), options=ocp.CheckpointManagerOptions(max_to_keep=1))
 

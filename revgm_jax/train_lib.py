@@ -270,6 +270,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("workdir %s; mesh %s over %d devices on %d hosts", workdir, dict(mesh.shape),
                jax.device_count(), jax.process_count())
 
+  if config.data.num_val_gms < 1:
+    raise ValueError(f"config.data.num_val_gms={config.data.num_val_gms}: model selection needs "
+                     "at least one validation GM (held out from the training GMs)")
   data = input_pipeline.get_datasets(config, mesh)
   space = data.gt.space
   if main:
@@ -321,50 +324,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pbar.set_postfix(loss=f"{mean['loss']:.4g}")
 
   pending = None
-  for step in range(start_step + 1, total_steps + 1):
-    state, device_metrics = train_step(state, next(train_iter), dropout_rng)
-    if pending is not None:
-      handle(*pending)  # the previous step: reading it now never stalls the device queue
-    pending = (step, device_metrics)
-    do_eval = step % config.eval_every_steps == 0 or step == total_steps
-    do_save = ckpt.should_save(step) or step == total_steps
-    if not (do_eval or do_save):
-      continue
-    handle(*pending)  # this step's metrics must be finite before its state is saved
-    pending = None
-    t0 = time.perf_counter()
-    if do_eval:
-      val = evaluate(eval_step, {"params": state.params, "batch_stats": state.batch_stats},
-                     data.eval_iter("val"), space)
-      writer.write_scalars(step, _scalars("val", val))
-      logging.info(_log_summary(f"step {step} val: ", val))
-      last_val = {"step": step, **_json_metrics(val)}
-      if best["score"] is None or val["score"] > best["score"]:
-        best = {"step": step, "score": val["score"], "val": last_val}
-        ckpt.save_best(state, {"step": step, "val": last_val})
-        do_save = True  # keeps the resume checkpoint's `best` in step with the best manager
-    if do_save:
-      ckpt.save(state, {"step": step, "best": best, "last_val": last_val})
-      last_saved = step
-    meter.paused += time.perf_counter() - t0
-    if ckpt.reached_preemption(step):
-      ckpt.wait()
-      pbar.close()
-      logging.warning("preemption notice: saved step %d, stopping", step)
-      return {"preempted_at": step, "workdir": workdir}
-  pbar.close()
-  ckpt.wait()
-  ckpt.close()
+  try:
+    for step in range(start_step + 1, total_steps + 1):
+      state, device_metrics = train_step(state, next(train_iter), dropout_rng)
+      if pending is not None:
+        handle(*pending)  # the previous step: reading it now never stalls the device queue
+      pending = (step, device_metrics)
+      do_eval = step % config.eval_every_steps == 0 or step == total_steps
+      do_save = ckpt.should_save(step) or step == total_steps
+      if not (do_eval or do_save):
+        continue
+      handle(*pending)  # this step's metrics must be finite before its state is saved
+      pending = None
+      t0 = time.perf_counter()
+      if do_eval:
+        val = evaluate(eval_step, {"params": state.params, "batch_stats": state.batch_stats},
+                       data.eval_iter("val"), space)
+        writer.write_scalars(step, _scalars("val", val))
+        logging.info(_log_summary(f"step {step} val: ", val))
+        last_val = {"step": step, **_json_metrics(val)}
+        if best["score"] is None or val["score"] > best["score"]:
+          best = {"step": step, "score": val["score"], "val": last_val}
+          ckpt.save_best(state, {"step": step, "val": last_val})
+          do_save = True  # keeps the resume checkpoint's `best` in step with the best manager
+      if do_save:
+        ckpt.save(state, {"step": step, "best": best, "last_val": last_val})
+        last_saved = step
+      meter.paused += time.perf_counter() - t0
+      if ckpt.reached_preemption(step):
+        logging.warning("preemption notice: saved step %d, stopping", step)
+        return {"preempted_at": step, "workdir": workdir}
+  finally:  # also on an error: the saves already started hold verified, finite states
+    pbar.close()
+    writer.flush()
+    ckpt.wait()
+    ckpt.close()
 
   # Test GMs: the last step here (loss terms and metrics), the selected checkpoint
   # (config.eval.which) with baselines and k-image curves in the evaluation report.
   test_last = evaluate(eval_step, {"params": state.params, "batch_stats": state.batch_stats},
                        data.eval_iter("test"), space)
   report = eval_run.evaluate_workdir(config, workdir, data)
-  results = {"workdir": workdir, "last_step": total_steps, "selected_step": best["step"],
+  last_step = int(to_host(state.step))
+  results = {"workdir": workdir, "last_step": last_step, "selected_step": best["step"],
              "val_last": last_val, "val_selected": best["val"],
              "test_last": _json_metrics(test_last), "report": report}
-  writer.write_scalars(total_steps, {**_scalars("test_last", test_last),
+  writer.write_scalars(last_step, {**_scalars("test_last", test_last),
                                      **_scalars("test_report", report["methods"]["model"])})
   writer.flush()
   if main:

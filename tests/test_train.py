@@ -4,6 +4,7 @@ Step tests use synthetic batches; loop tests run `train_and_evaluate` on the tin
 layout set of `tiny_run` (random images, RED116 labels) through the real input pipeline.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,86 @@ def test_loss_goes_down(setup):
   last = {k: np.mean([h[k] for h in history[-4:]]) for k in ("loss", "fen", "parsing")}
   for k in first:
     assert last[k] < 0.8 * first[k], (k, first[k], last[k])
+
+
+# --- the loop: checkpoints, resumption, NaN guard, workdir ------------------------------------
+
+def _latest_variables(workdir, config, mesh):
+  model = model_lib.create_model(config, hparams.get_space(config.data.space))
+  tx = train_lib.make_optimizer(config.optim)
+  target = train_lib.abstract_train_state(jax.random.key(0), model, tx,
+                                          (config.image_size,) * 2 + (3,), mesh)
+  return checkpointing.restore_variables(
+      workdir, {"params": target.params, "batch_stats": target.batch_stats}, "latest")
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory, red116_dir):
+  """The tiny run, crashed by a NaN image at step 3 and then rerun in the same workdir."""
+  uninterrupted, config = tiny_run.trained(tmp_path_factory, red116_dir)
+  assert (config.num_train_steps, config.checkpoint_every_steps) == (4, 2)
+  workdir = str(tmp_path_factory.mktemp("interrupted"))
+  clean = train_lib.train_batches
+
+  def nan_at_step_3(data, start_step):
+    for i, batch in enumerate(clean(data, start_step), start=start_step):
+      if i == 2:  # the batch of step 3
+        batch["image"] = jnp.full_like(batch["image"], jnp.nan)
+      yield batch
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train_lib, "train_batches", nan_at_step_3)
+    with pytest.raises(FloatingPointError) as crash:
+      train_lib.train_and_evaluate(config, workdir)
+  steps_after_crash = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                             if d.isdigit())
+  results = train_lib.train_and_evaluate(config, workdir)
+  return dict(uninterrupted=uninterrupted, workdir=workdir, config=config, results=results,
+              crash=str(crash.value), steps_after_crash=steps_after_crash)
+
+
+def test_nan_guard_names_step_and_terms_and_saves_nothing_bad(interrupted):
+  message = interrupted["crash"]
+  assert message.startswith("non-finite training metrics at step 3: ")
+  for term in ("loss=nan", "fen=nan", "fen/mag=nan", "parsing=nan", "grad_norm=nan"):
+    assert term in message
+  assert "the last good checkpoint is step 2" in message
+  assert interrupted["steps_after_crash"] == [2]  # step 4 (after the NaN) was never saved
+
+
+def test_restart_ends_with_the_uninterrupted_parameters(interrupted):
+  """Resumed from step 2 (state, step counter, rng, data position), on 1 device, the restart
+  ends where the uninterrupted 8-device run ended."""
+  mesh = train_lib.make_mesh(jax.devices()[:1])
+  config = interrupted["config"]
+  a, progress_a = _latest_variables(interrupted["uninterrupted"], config, mesh)
+  b, progress_b = _latest_variables(interrupted["workdir"], config, mesh)
+  assert progress_a["step"] == progress_b["step"] == 4
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    assert x.sharding.mesh.size == 1
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-6, atol=0)
+
+
+def test_workdir_holds_what_inference_needs(interrupted):
+  workdir, results = interrupted["workdir"], interrupted["results"]
+  for name in ("config.json", "labels.json", "labels", "results.json", "report", "best"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+  assert results["last_step"] == 4 and results["selected_step"] in (2, 4)
+  assert results["val_selected"]["step"] == results["selected_step"]
+  assert results["report"]["split"] == "test"
+  assert results["report"]["gms"] == list(tiny_run.TEST_GMS)
+  table = train_lib.results_table(results)
+  assert "| test | last (4) |" in table and "model (ours)" in table
+  config = checkpointing.load_config(workdir)
+  assert config.to_dict() == json.loads(interrupted["config"].to_json())
+
+
+def test_train_py_reports_bad_flags():
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for flag, message in (("--config.data.nonexistent=1", "the config has no field 'nonexistent'"),
+                        ("--config.batch_size=abc", "--config.batch_size=abc: invalid literal")):
+    out = subprocess.run([sys.executable, "train.py", flag], capture_output=True, text=True,
+                         cwd=repo, timeout=120)
+    assert out.returncode == 1
+    assert message in out.stderr and "Traceback" not in out.stderr
