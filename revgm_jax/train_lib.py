@@ -270,6 +270,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("workdir %s; mesh %s over %d devices on %d hosts", workdir, dict(mesh.shape),
                jax.device_count(), jax.process_count())
 
+  for name in ("log_every_steps", "eval_every_steps"):
+    if config[name] < 1:
+      raise ValueError(f"config.{name}={config[name]} must be >= 1")
   if config.data.num_val_gms < 1:
     raise ValueError(f"config.data.num_val_gms={config.data.num_val_gms}: model selection needs "
                      "at least one validation GM (held out from the training GMs)")
