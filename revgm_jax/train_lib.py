@@ -226,25 +226,23 @@ def _check_finite(step: int, metrics: dict, workdir: str, last_saved: int | None
 
 
 class _Throughput:
-  """Steps/s and images/s over a logging window, excluding compilation and paused time."""
+  """Steps/s and images/s between calls, excluding compilation and paused time."""
 
   def __init__(self, batch_size: int):
     self.batch_size = batch_size
     self.start = self.first = None
-    self.paused = 0.0
+    self.paused = 0.0  # seconds of evaluation and checkpointing since the last call
 
-  def tick(self, step: int) -> dict:
-    """Call after `step` finished; returns rates since the last report (empty the first time)."""
+  def rates(self, step: int) -> dict:
+    """Call after `step` finished; rates since the previous call (none at the first call, whose
+    step of a (re)started run included the compilation)."""
     now = time.perf_counter()
-    if self.start is None:  # the first step of a (re)started run compiled the step
-      self.start, self.first, self.paused = now, step, 0.0
-      return {}
-    elapsed = now - self.start - self.paused
-    if step == self.first or elapsed <= 0:
-      return {}
-    sps = (step - self.first) / elapsed
+    out = {}
+    if self.start is not None and step > self.first:
+      sps = (step - self.first) / max(now - self.start - self.paused, 1e-9)
+      out = {"steps_per_second": sps, "images_per_second": sps * self.batch_size}
     self.start, self.first, self.paused = now, step, 0.0
-    return {"steps_per_second": sps, "images_per_second": sps * self.batch_size}
+    return out
 
 
 def _log_summary(prefix: str, m: dict) -> str:
@@ -253,8 +251,7 @@ def _log_summary(prefix: str, m: dict) -> str:
 
 
 def _scalars(prefix: str, m: dict) -> dict:
-  return {f"{prefix}/{k}": v for k, v in m.items()
-          if isinstance(v, (int, float, np.floating)) and v is not None}
+  return {f"{prefix}/{k}": v for k, v in m.items() if isinstance(v, (int, float, np.floating))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -317,12 +314,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     m = {k: float(v) for k, v in to_host(device_metrics).items()}
     _check_finite(step, m, workdir, last_saved)
     window.append(m)
-    rates = meter.tick(step)
     pbar.update(step - pbar.n)
+    if meter.start is None:
+      meter.rates(step)  # starts the clock after the first (compiling) step
     if step % config.log_every_steps == 0 or step == total_steps:
       mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
       window.clear()
-      writer.write_scalars(step, {**_scalars("train", mean), **rates,
+      writer.write_scalars(step, {**_scalars("train", mean), **meter.rates(step),
                                   "learning_rate": config.optim.lr})
       pbar.set_postfix(loss=f"{mean['loss']:.4g}")
 
