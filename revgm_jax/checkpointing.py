@@ -55,6 +55,33 @@ def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: hparams.
   hparams.write_ground_truth(os.path.join(workdir, LABELS_DIR), gt)
 
 
+# Fields that fix the shapes of the saved state; a workdir cannot resume under other values.
+_STATE_FIELDS = ("image_size", "data.space", "model.fen_depth", "model.fen_width",
+                 "model.parser_widths", "model.fc_width", "model.branch_widths",
+                 "model.share_branch", "optim.weight_decay")
+
+
+def _get(config: dict, dotted: str):
+  for key in dotted.split("."):
+    config = config.get(key, {}) if isinstance(config, dict) else None
+  return config
+
+
+def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises if `workdir` already holds a run whose state shapes another config would not fit."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(config.to_json())
+  diff = [f"{k}: {_get(old, k)} -> {_get(new, k)}" for k in _STATE_FIELDS
+          if _get(old, k) != _get(new, k)]
+  if diff:
+    raise ValueError(f"workdir {workdir} holds a run of another model ({'; '.join(diff)}); "
+                     "resume it with its own config.json or train in a new --workdir")
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a workdir was trained with (lists where the original had tuples)."""
   path = os.path.join(workdir, CONFIG_FILE)

@@ -273,10 +273,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.data.num_val_gms < 1:
     raise ValueError(f"config.data.num_val_gms={config.data.num_val_gms}: model selection needs "
                      "at least one validation GM (held out from the training GMs)")
+  ckpt = checkpointing.Checkpoints(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
+  if ckpt.latest.latest_step() is not None:
+    checkpointing.check_same_model(workdir, config)
   data = input_pipeline.get_datasets(config, mesh)
   space = data.gt.space
-  if main:
-    checkpointing.write_run_info(workdir, config, data.gt, data.split, data.class_weights)
   model = model_lib.create_model(config, space, axis_name=AXIS)
   tx = make_optimizer(config.optim)
   total_steps = num_train_steps(config, data.num_train_images)
@@ -284,7 +285,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
   dropout_rng = jax.device_put(dropout_rng, NamedSharding(mesh, P()))
 
-  ckpt = checkpointing.Checkpoints(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
+  if main:
+    checkpointing.write_run_info(workdir, config, data.gt, data.split, data.class_weights)
   restored = ckpt.restore_latest(abstract_train_state(init_rng, model, tx, image_shape, mesh))
   if restored is None:
     state, progress = create_train_state(init_rng, model, tx, image_shape, mesh), {}

@@ -92,6 +92,13 @@ def test_run_info_round_trip(tmp_path, red116_dir):
 
   assert checkpointing.load_config(str(tmp_path)).to_dict() == {
       "seed": 1, "model": {"parser_widths": [8, 8]}}
+  checkpointing.check_same_model(str(tmp_path), config)
+  config.seed = 2  # not a shape: resuming under it is allowed
+  checkpointing.check_same_model(str(tmp_path), config)
+  config.model.parser_widths = (8, 16)
+  with pytest.raises(ValueError, match=r"another model \(model.parser_widths: \[8, 8\] -> "
+                                       r"\[8, 16\]\); .* new --workdir"):
+    checkpointing.check_same_model(str(tmp_path), config)
   info, gt2 = checkpointing.load_run_info(str(tmp_path))
   assert info["space"] == "red116" and info["split"] == split
   np.testing.assert_allclose(info["class_weights"]["disc"][0], weights["disc"][0])
