@@ -1,0 +1,320 @@
+"""Building a GM zoo on disk: cached, resumable, deterministic for a seed.
+
+Layout of a built zoo (the published layout, DESIGN.md 9):
+  OUT/gms/<GM_NAME>/000000.png ...   images_per_gm PNGs per GM
+  OUT/real/000000.png ...            real crops (for detection)
+  OUT/gm_index.csv, OUT/ground_truth_*.npy, OUT/net_ranges.csv   labels, space "zoo"
+  OUT/meta/<GM_NAME>.json            per-GM build record (training losses, seconds)
+  OUT/zoo_config.json                the config this directory belongs to
+  OUT/zoo_summary.json               written last: its presence marks a finished build
+
+A GM is written into OUT/gms/.tmp-<GM_NAME> and renamed to its final name only when all its
+images are there, so a killed build never leaves a half-written folder under a GM's name; the
+next call rebuilds exactly the missing GMs (each GM depends only on the config and its own
+seed, so the result is byte-identical to an uninterrupted build).
+
+  python -m revgm_jax.zoo build --preset default --out DIR [--images_per_gm 100 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from revgm_jax import hparams
+from revgm_jax.zoo import plan as P
+from revgm_jax.zoo import presets, real
+from revgm_jax.zoo.generators import Generator, init_variables, variable_shapes
+from revgm_jax.zoo.sampling import calibrated, sample_images
+from revgm_jax.zoo.training import TrainSetup, train_gm
+
+ZOO_VERSION = 1  # bump when a change of the code changes what a config builds
+CONFIG_FILE = "zoo_config.json"
+SUMMARY_FILE = "zoo_summary.json"
+GMS_DIR, REAL_DIR, META_DIR = "gms", "real", "meta"
+TMP_PREFIX = ".tmp-"
+_CALIB_LATENTS = 128  # latents a random-init GM is calibrated on
+
+
+def config_dict(cfg: ml_collections.ConfigDict) -> dict:
+  """The config as plain JSON data (tuples become lists)."""
+  return json.loads(json.dumps(cfg.to_dict()))
+
+
+def config_hash(cfg: ml_collections.ConfigDict) -> str:
+  blob = json.dumps({"zoo_version": ZOO_VERSION, **config_dict(cfg)}, sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def cache_root() -> str:
+  return os.path.expanduser(os.environ.get("REVGM_CACHE") or "~/.cache/revgm_jax")
+
+
+def default_zoo_dir(cfg: ml_collections.ConfigDict) -> str:
+  """Where the zoo of `cfg` is cached: $REVGM_CACHE/zoo/<preset>-<config hash>."""
+  return os.path.join(cache_root(), "zoo", f"{cfg.preset}-{config_hash(cfg)}")
+
+
+def validate(cfg: ml_collections.ConfigDict):
+  """Clear errors for zoo configs that cannot be built."""
+  def bad(field, why):
+    raise ValueError(f"zoo config: {field}={cfg[field]!r} {why}")
+
+  if cfg.image_size % 16 or not 32 <= cfg.image_size <= 256:
+    bad("image_size", "must be a multiple of 16 from 32 to 256 (32, 64, 128 are the presets)")
+  for field in ("num_random_gms", "num_trained_gms", "train_steps", "real_images"):
+    if cfg[field] < 0:
+      bad(field, "must be >= 0")
+  for field in ("images_per_gm", "batch_size", "train_pool"):
+    if cfg[field] < 1:
+      bad(field, "must be >= 1")
+  if cfg.num_random_gms + cfg.num_trained_gms < 1:
+    raise ValueError("zoo config: num_random_gms + num_trained_gms must be >= 1")
+  if not 0.0 <= cfg.test_fraction <= 1.0:
+    bad("test_fraction", "must be in [0, 1]")
+  if not cfg.loss_set_sizes or not set(cfg.loss_set_sizes) <= {1, 2, 3}:
+    bad("loss_set_sizes", "must hold sizes from 1 to 3")
+  if not cfg.num_blocks or not all(2 <= b <= 4 for b in cfg.num_blocks):
+    bad("num_blocks", "must hold block counts from 2 to 4")
+  for field in ("widths", "convs_per_block", "trained_widths", "trained_convs_per_block",
+                "latent_dims"):
+    if not cfg[field] or min(cfg[field]) < 1:
+      bad(field, "must be a non-empty tuple of positive integers")
+
+
+def _write_json(path: str, data: dict):
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _claim(out_dir: str, cfg: ml_collections.ConfigDict):
+  """Ties out_dir to cfg; refuses a directory that holds a zoo of another config."""
+  path = os.path.join(out_dir, CONFIG_FILE)
+  want = {"zoo_version": ZOO_VERSION, **config_dict(cfg)}
+  if os.path.exists(path):
+    with open(path) as f:
+      have = json.load(f)
+    if have != want:
+      diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+      raise ValueError(f"{out_dir} holds a zoo built with another config (differs in {diff}); "
+                       "choose another --out or delete that directory")
+    return
+  os.makedirs(out_dir, exist_ok=True)
+  _write_json(path, want)
+
+
+def is_complete(out_dir: str, cfg: ml_collections.ConfigDict) -> bool:
+  """True when out_dir holds a finished build of exactly this config."""
+  try:
+    with open(os.path.join(out_dir, CONFIG_FILE)) as f:
+      have = json.load(f)
+  except FileNotFoundError:
+    return False
+  return (have == {"zoo_version": ZOO_VERSION, **config_dict(cfg)}
+          and os.path.exists(os.path.join(out_dir, SUMMARY_FILE)))
+
+
+def save_png(image: np.ndarray, path: str):
+  Image.fromarray(image).save(path, format="PNG")
+
+
+def _write_folder(final: str, images: np.ndarray):
+  """Writes images into a temporary sibling folder, then renames it to `final` (atomic)."""
+  tmp = os.path.join(os.path.dirname(final), TMP_PREFIX + os.path.basename(final))
+  shutil.rmtree(tmp, ignore_errors=True)  # left by a killed build
+  os.makedirs(tmp)
+  for i, image in enumerate(images):
+    save_png(image, os.path.join(tmp, f"{i:06d}.png"))
+  os.rename(tmp, final)
+
+
+def _gm_done(out_dir: str, gm: P.GMPlan, num_images: int) -> bool:
+  path = os.path.join(out_dir, GMS_DIR, gm.name)
+  if not os.path.isdir(path):
+    return False
+  n = sum(f.endswith(".png") for f in os.listdir(path))
+  if n != num_images:
+    raise ValueError(f"{path} holds {n} PNGs, expected {num_images}: the folder was changed "
+                     "after it was built; delete it and build again")
+  return True
+
+
+def _seed(cfg, purpose: int) -> int:
+  return int(np.random.SeedSequence([cfg.seed, purpose]).generate_state(1)[0])
+
+
+def training_pool(cfg) -> tuple[np.ndarray, np.ndarray]:
+  """Real crops the trained GMs learn from: float32 [N, S, S, 3] in [-1, 1], source ids [N]."""
+  crops, ids = real.random_crops(cfg.train_pool, cfg.image_size, _seed(cfg, 1))
+  return crops.astype(np.float32) / 127.5 - 1.0, ids
+
+
+def build_gm(cfg, gm: P.GMPlan, pool: tuple[np.ndarray, np.ndarray] | None
+             ) -> tuple[np.ndarray, dict]:
+  """Makes one GM (calibrated random init, then training if it has losses) and samples its
+  images: (uint8 [N, S, S, 3], build record)."""
+  spec, n = gm.spec, cfg.images_per_gm
+  rng = np.random.default_rng(gm.seed)
+  shapes = variable_shapes(Generator(spec), jnp.zeros((1, spec.latent_size)), train=False)
+  variables = init_variables(shapes, rng)
+  z_calib = rng.standard_normal((_CALIB_LATENTS, spec.latent_size)).astype(np.float32)
+  record = {"name": gm.name, "family": gm.family, "losses": list(gm.losses)}
+  if not gm.trained:
+    z = rng.standard_normal((n, spec.latent_size)).astype(np.float32)
+    return sample_images(spec, variables, z, z_calib, calibrate_first=True), record
+  images_pool, ids = pool
+  num_classes = min(len(real.source_paths()), spec.latent_size)
+  setup = TrainSetup(spec, gm.losses, gm.critic or "conv3", gm.encoder or "conv3",
+                     num_classes, cfg.batch_size, cfg.lr)
+  variables, mean, std, terms = train_gm(setup, calibrated(spec, variables, z_calib, n),
+                                         images_pool, ids % num_classes, gm.seed,
+                                         cfg.train_steps)
+  record["final_loss_terms"] = terms
+  z = (mean + std * rng.standard_normal((n, spec.latent_size))).astype(np.float32)
+  return sample_images(spec, variables, z, z_calib, calibrate_first=False), record
+
+
+def _finalize(cfg, plan: list[P.GMPlan], out_dir: str, wall: float) -> dict:
+  """Real crops, label tables and the summary (written last: marks the build finished)."""
+  real_dir = os.path.join(out_dir, REAL_DIR)
+  if not os.path.isdir(real_dir):
+    crops, _ = real.random_crops(cfg.real_images, cfg.image_size, _seed(cfg, 2))
+    _write_folder(real_dir, crops)
+  gt, native = P.ground_truth(plan)
+  hparams.write_ground_truth(out_dir, gt, native)
+  records = []
+  for gm in plan:
+    with open(os.path.join(out_dir, META_DIR, gm.name + ".json")) as f:
+      records.append(json.load(f))
+  space = hparams.ZOO
+  summary = {
+      "preset": cfg.preset, "config_hash": config_hash(cfg), "image_size": cfg.image_size,
+      "num_gms": len(plan), "num_trained_gms": sum(gm.trained for gm in plan),
+      "images_per_gm": cfg.images_per_gm, "num_images": len(plan) * cfg.images_per_gm,
+      "real_images": cfg.real_images,
+      "families": dict(collections.Counter(gm.family for gm in plan)),
+      "test_sets": {str(k): int(np.sum(gt.test_set == k)) for k in range(5)},
+      "loss_columns": dict(zip(space.loss_names, gt.loss.sum(0).tolist())),
+      "classes": {name: dict(zip(classes, np.bincount(gt.net[:, space.num_continuous + j]
+                                                      .astype(int), minlength=len(classes))
+                                 .tolist()))
+                  for j, (name, classes) in enumerate(zip(space.discrete_names,
+                                                          space.class_names))},
+      "gm_seconds": round(sum(r["seconds"] for r in records), 1),
+      "last_run_wall_seconds": round(wall, 1),
+  }
+  _write_json(os.path.join(out_dir, SUMMARY_FILE), summary)
+  return summary
+
+
+def _print_summary(summary: dict, out_dir: str):
+  print(f"zoo {summary['preset']} ({summary['config_hash']}) at {out_dir}: "
+        f"{summary['num_gms']} GMs ({summary['num_trained_gms']} trained) x "
+        f"{summary['images_per_gm']} images of {summary['image_size']}px, "
+        f"{summary['real_images']} real crops")
+  print(f"  families: {summary['families']}")
+  print(f"  test sets (0 = always training): {summary['test_sets']}")
+  print(f"  loss columns (GMs): {summary['loss_columns']}")
+  for name, counts in summary["classes"].items():
+    print(f"  {name}: {counts}")
+  print(f"  time: {summary['gm_seconds']} s making GMs (all runs), "
+        f"{summary['last_run_wall_seconds']} s wall in the last run")
+
+
+def build_zoo(cfg: ml_collections.ConfigDict, out_dir: str, process_index: int | None = None,
+              process_count: int | None = None) -> str:
+  """Builds the zoo of `cfg` into out_dir (or finishes a killed build); returns out_dir.
+
+  Returns at once when out_dir already holds a finished build of the same config. With
+  several hosts, host i makes the GMs i, i + n, ... (process_index / process_count default to
+  JAX's); the host that finds every GM finished writes the labels and the summary.
+  """
+  validate(cfg)
+  if is_complete(out_dir, cfg):
+    print(f"zoo {cfg.preset} at {out_dir} is complete (same config): nothing to do")
+    return out_dir
+  start = time.time()
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  _claim(out_dir, cfg)
+  for sub in (GMS_DIR, META_DIR):
+    os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+  plan = P.make_plan(cfg)
+  mine = plan[index::count]
+  todo = [gm for gm in mine if not _gm_done(out_dir, gm, cfg.images_per_gm)]
+  pool = training_pool(cfg) if any(gm.trained for gm in todo) else None
+  bar = tqdm(todo, desc=f"zoo {cfg.preset}", unit="GM", initial=len(mine) - len(todo),
+             total=len(mine), file=sys.stdout)
+  for gm in bar:
+    bar.set_postfix_str(gm.name)
+    t = time.time()
+    images, record = build_gm(cfg, gm, pool)
+    record["seconds"] = round(time.time() - t, 2)
+    _write_json(os.path.join(out_dir, META_DIR, gm.name + ".json"), record)
+    _write_folder(os.path.join(out_dir, GMS_DIR, gm.name), images)
+  bar.close()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("revgm_zoo_gms")
+  missing = [gm.name for gm in plan if not _gm_done(out_dir, gm, cfg.images_per_gm)]
+  if missing:
+    print(f"zoo: this host finished its {len(mine)} GMs; {len(missing)} GMs of other hosts are "
+          f"not finished yet (e.g. {missing[0]}); the host that finishes last writes the labels")
+    return out_dir
+  if jax.process_count() == 1 or index == 0:
+    _print_summary(_finalize(cfg, plan, out_dir, time.time() - start), out_dir)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("revgm_zoo_done")
+  return out_dir
+
+
+def _parse_value(text: str, default):
+  if isinstance(default, bool):
+    return text.lower() in ("1", "true", "yes")
+  if isinstance(default, tuple):
+    return tuple(type(default[0])(v) for v in text.split(",") if v)
+  return type(default)(text)
+
+
+def main(argv: list[str] | None = None):
+  parser = argparse.ArgumentParser(prog="python -m revgm_jax.zoo",
+                                   description="Build a labelled zoo of small generators.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  b = sub.add_parser("build", help="build (or finish, or reuse) a zoo")
+  b.add_argument("--preset", default="default", choices=presets.PRESETS)
+  b.add_argument("--out", default="", help="output directory; default: the cache directory "
+                 "$REVGM_CACHE/zoo/<preset>-<config hash>")
+  b.add_argument("--process_index", type=int, default=None, help="this host's share of GMs")
+  b.add_argument("--process_count", type=int, default=None, help="hosts sharing the build")
+  fields = presets.get_preset("default")
+  for key, default in fields.items():
+    if key != "preset":
+      b.add_argument(f"--{key}", default=None,
+                     help=f"override the preset's {key} (e.g. {default!r}; tuples comma-separated)")
+  args = parser.parse_args(argv)
+  cfg = presets.get_preset(args.preset)
+  for key, default in fields.items():
+    value = getattr(args, key, None) if key != "preset" else None
+    if value is not None:
+      try:
+        cfg[key] = _parse_value(value, default)
+      except ValueError:
+        parser.error(f"--{key}={value!r}: expected a value like {default!r}")
+  out = args.out or default_zoo_dir(cfg)
+  build_zoo(cfg, out, args.process_index, args.process_count)
+  print(out)
