@@ -315,6 +315,10 @@ def main(argv: list[str] | None = None):
         cfg[key] = _parse_value(value, default)
       except ValueError:
         parser.error(f"--{key}={value!r}: expected a value like {default!r}")
+  try:
+    validate(cfg)
+  except ValueError as e:
+    parser.error(str(e))
   out = args.out or default_zoo_dir(cfg)
   build_zoo(cfg, out, args.process_index, args.process_count)
   print(out)
