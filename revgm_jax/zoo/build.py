@@ -7,6 +7,7 @@ Layout of a built zoo (the published layout, DESIGN.md 9):
   OUT/meta/<GM_NAME>.json            per-GM build record (training losses, seconds)
   OUT/zoo_config.json                the config this directory belongs to
   OUT/zoo_summary.json               written last: its presence marks a finished build
+  OUT/.lock-<host index>             serialises processes of one host building the same OUT
 
 A GM is written into OUT/gms/.tmp-<GM_NAME> and renamed to its final name only when all its
 images are there, so a killed build never leaves a half-written folder under a GM's name; the
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +31,7 @@ import sys
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -236,6 +240,20 @@ def _print_summary(summary: dict, out_dir: str):
         f"{summary['last_run_wall_seconds']} s wall in the last run")
 
 
+@contextlib.contextmanager
+def _host_lock(out_dir: str, index: int):
+  """Serialises processes of the same host index building into out_dir (e.g. two trainings
+  started at once); different host indices work in parallel on their own GMs."""
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, f".lock-{index}"), "w") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      print(f"zoo: another process is building {out_dir}; waiting for it")
+      fcntl.flock(f, fcntl.LOCK_EX)
+    yield
+
+
 def build_zoo(cfg: ml_collections.ConfigDict, out_dir: str, process_index: int | None = None,
               process_count: int | None = None) -> str:
   """Builds the zoo of `cfg` into out_dir (or finishes a killed build); returns out_dir.
@@ -245,12 +263,19 @@ def build_zoo(cfg: ml_collections.ConfigDict, out_dir: str, process_index: int |
   JAX's); the host that finds every GM finished writes the labels and the summary.
   """
   validate(cfg)
-  if is_complete(out_dir, cfg):
-    print(f"zoo {cfg.preset} at {out_dir} is complete (same config): nothing to do")
-    return out_dir
-  start = time.time()
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
+  if not is_complete(out_dir, cfg):
+    with _host_lock(out_dir, index):
+      if not is_complete(out_dir, cfg):  # unless a process we waited for finished it
+        _build(cfg, out_dir, index, count)
+        return out_dir
+  print(f"zoo {cfg.preset} at {out_dir} is complete (same config): nothing to do")
+  return out_dir
+
+
+def _build(cfg: ml_collections.ConfigDict, out_dir: str, index: int, count: int):
+  start = time.time()
   _claim(out_dir, cfg)
   for sub in (GMS_DIR, META_DIR):
     os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
@@ -268,19 +293,18 @@ def build_zoo(cfg: ml_collections.ConfigDict, out_dir: str, process_index: int |
     _write_json(os.path.join(out_dir, META_DIR, gm.name + ".json"), record)
     _write_folder(os.path.join(out_dir, GMS_DIR, gm.name), images)
   bar.close()
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
+  multihost = jax.process_count() > 1
+  if multihost:
     multihost_utils.sync_global_devices("revgm_zoo_gms")
   missing = [gm.name for gm in plan if not _gm_done(out_dir, gm, cfg.images_per_gm)]
   if missing:
     print(f"zoo: this host finished its {len(mine)} GMs; {len(missing)} GMs of other hosts are "
           f"not finished yet (e.g. {missing[0]}); the host that finishes last writes the labels")
-    return out_dir
-  if jax.process_count() == 1 or index == 0:
+    return
+  if not multihost or index == 0:
     _print_summary(_finalize(cfg, plan, out_dir, time.time() - start), out_dir)
-  if jax.process_count() > 1:
+  if multihost:
     multihost_utils.sync_global_devices("revgm_zoo_done")
-  return out_dir
 
 
 def _parse_value(text: str, default):
