@@ -13,7 +13,8 @@ Rows (every other setting, the seed and the GM split are the same in all of them
   random_gt        config.data.shuffle_labels=True: training GMs get each other's labels, so
                    the parser can only learn label statistics (the paper's baseline).
 Each row trains with `train_lib.train_and_evaluate` into OUT_DIR/<row>/seed<seed> (a finished
-run — its results.json exists — is reused) and is evaluated on the test GMs; the default row's
+run of the same config — its results.json exists — is reused; one of another config is an
+error) and is evaluated on the test GMs; the default row's
 report also gets the random-GT row, the majority and retrieval baselines and the k-image curve.
 The collected table goes to OUT_DIR/claims.md and OUT_DIR/claims.json.
 """
@@ -40,7 +41,7 @@ def main(argv):
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF only reads data (JAX_NOTES 3g)
-  from revgm_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from revgm_jax import checkpointing, train_lib  # pylint: disable=g-import-not-at-top
 
   base = _CONFIG.value
   overrides = claims.row_overrides(base)
@@ -55,14 +56,17 @@ def main(argv):
     for name in names:
       workdir = os.path.join(out_dir, name, f"seed{seed}")
       results_file = os.path.join(workdir, train_lib.RESULTS_FILE)
+      config = claims.make_config(base, overrides[name], seed)
+      if name == "default" and "random_gt" in names:
+        config.eval.random_gt_workdir = os.path.join(out_dir, "random_gt", f"seed{seed}")
       if os.path.exists(results_file):
+        if json.loads(config.to_json()) != checkpointing.load_config(workdir).to_dict():
+          raise app.UsageError(f"{workdir} holds a finished run of another config (code or "
+                               "--config changed since); use a new --out_dir")
         logging.info("row %s seed %d: reusing %s", name, seed, results_file)
         with open(results_file) as f:
           results = json.load(f)
       else:
-        config = claims.make_config(base, overrides[name], seed)
-        if name == "default" and "random_gt" in names:
-          config.eval.random_gt_workdir = os.path.join(out_dir, "random_gt", f"seed{seed}")
         print(f"=== row {name}, seed {seed}: {overrides[name] or 'base config'} -> {workdir}",
               flush=True)
         results = train_lib.train_and_evaluate(config, workdir)

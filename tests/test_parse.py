@@ -132,13 +132,12 @@ def test_large_image_is_resized_like_training(tiny, tmp_path):
                              atol=1e-5)
 
 
-def test_console_script_and_module_entry_points(tiny, folder):
+def test_console_script(tiny, folder):
+  """The installed `revgm` entry point (pyproject [project.scripts]); exit status 1 here."""
   workdir, _ = tiny
   revgm = os.path.join(os.path.dirname(sys.executable), "revgm")  # from `pip install -e .`
-  proc = subprocess.run([revgm, "parse", "--checkpoint", workdir, str(folder), "--json"],
-                        capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 0, proc.stderr
-  assert json.loads(proc.stdout)["num_images"] == 5
-  proc = subprocess.run([sys.executable, "-m", "revgm_jax.parse", "--checkpoint", workdir,
-                         str(folder / "broken.png")], capture_output=True, text=True, timeout=300)
-  assert proc.returncode == 1 and "cannot be decoded" in proc.stderr
+  proc = subprocess.run([revgm, "parse", "--checkpoint", workdir, str(folder / "broken.png"),
+                         str(folder / "notes.txt"), "--json"], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 1 and proc.stdout == ""
+  assert "cannot be decoded" in proc.stderr and "no readable image" in proc.stderr

@@ -32,7 +32,7 @@ def config(root, red116_dir, **overrides):
   c.data.shuffle_buffer = 32
   c.image_size = 16
   c.num_train_steps = 4
-  c.eval_every_steps = 2
+  c.eval_every_steps = 4  # one validation pass: the run's evaluations dominate its time
   c.checkpoint_every_steps = 2
   c.log_every_steps = 2
   c.eval.k_images = (1, 2, 5)
