@@ -51,6 +51,10 @@ def main(argv):
   from revgm_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
 
+  for workdir in workdirs:
+    if not os.path.exists(os.path.join(workdir, checkpointing.CONFIG_FILE)):
+      raise app.UsageError(f"--workdir {workdir} is not a training workdir (no "
+                           f"{checkpointing.CONFIG_FILE})")
   per_set = {}
   for workdir in workdirs:
     if _SUMMARY_ONLY.value:
