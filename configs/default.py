@@ -12,14 +12,13 @@ The FEN is lighter than the paper's 17 x 64 (`configs/red116.py`) so that the wh
 build included, fits in 20 minutes on a 2-core CPU; the zoo's images are 32 x 32, so the
 low-frequency radius scales to round(25 * 32 / 64) = 12.
 
-Measured (2026-11-24, fresh cache, `python train.py` with no argument): 60 GMs, 48 training
-GMs x 300 images, 3 epochs = 2,700 steps of batch 16. On the shared 2-core development machine
-at load average 6-10 (other jobs running; the run got 0.6 cores on average) it took 28.7 min
-wall: zoo build 9.5 min, TFRecord conversion 1 min, training 17.2 min (2-4 steps/s, six
-validation passes included), test evaluation and report 0.8 min; 17.2 CPU-minutes in all.
-On an idle 2-core machine (not available to measure) that is an estimated 9-17 min, 17.2
-CPU-minutes over 2 cores. Final training loss 61.9 (FEN 1.07, parsing 60.8); 4 validation
-GMs, selected step 2,000; 8 test GMs.
+Measured (2026-11-24, `python train.py` with no argument) on the shared 2-core development
+machine at load average 6-10 (other jobs running; the run got 0.6 cores on average): 60 GMs,
+48 training GMs x 300 images, 3 epochs = 2,700 steps of batch 16. Fresh cache: 28.7 min wall,
+17.2 CPU-minutes (zoo build 9.5 min, TFRecord conversion 1 min, training 17.2 min, test
+evaluation 0.8 min). With the zoo cached, at commit 72bd729: training and evaluation 19.8 min
+wall, 12.0 CPU-minutes; final training loss 62.9 (FEN 1.05, parsing 61.9), selected step 2,000
+on the 4 validation GMs. An idle 2-core machine was not available to measure.
 """
 
 import ml_collections
