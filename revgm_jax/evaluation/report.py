@@ -132,13 +132,15 @@ def _bar_figure(methods: Mapping[str, Mapping], space: Space, path: str):
 
 
 def _k_figure(k_images: Mapping[str, Mapping], path: str):
-  keys = (("cont_l1", "L1 cont. ↓"), ("net_f1", "F1 net ↑"), ("loss_f1", "F1 loss ↑"))
-  fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+  keys = (("cont_l1", "L1 cont. ↓"), ("net_f1", "F1 net ↑"), ("loss_f1", "F1 loss ↑"),
+          ("loss_auc", "AUC loss ↑"))
+  fig, axes = plt.subplots(1, 4, figsize=(15, 3.5))
   all_ks = sorted({int(k) for curve in k_images.values() for k in curve})
   for ax, (key, title) in zip(axes, keys):
     for m, curve in k_images.items():
       ks = sorted(curve, key=int)
-      ax.plot([int(k) for k in ks], [curve[k][key] for k in ks], "o-", label=METHOD_NAMES.get(m, m))
+      vals = [np.nan if curve[k][key] is None else curve[k][key] for k in ks]
+      ax.plot([int(k) for k in ks], vals, "o-", label=METHOD_NAMES.get(m, m))
     ax.set_xscale("log")
     ax.minorticks_off()
     ax.set_xticks(all_ks, [str(k) for k in all_ks])
