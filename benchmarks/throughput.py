@@ -8,8 +8,11 @@ Times the full model-parsing training step of `revgm_jax.train_lib.make_train_st
 four FFT constraint losses, parser, all heads, backward, Adam) at the paper's settings
 (`configs/red116.py`: 17 x 64 FEN, radius 25, Adam lr 1e-4 with L2 1e-4) on a fixed random
 batch, and the PyTorch peer of `benchmarks/torch_step.py` (the same step written from
-DESIGN.md) in the same process, with the same sizes and thread count. Compilation and warm-up
-are excluded; `block_until_ready` is called only at window boundaries. The machine this was
+DESIGN.md) in the same invocation, with the same sizes and thread count. The peer runs in
+worker processes driven over a pipe (own OpenMP settings, own memory figures): on CPU once with
+OpenMP's default waiting and once with OMP_WAIT_POLICY=PASSIVE, because spinning OpenMP threads
+lose up to 2x on a shared machine; the ratio takes the faster one. Compilation and warm-up are
+excluded; `block_until_ready` is called only at window boundaries. The machine this was
 written on is shared and its speed drifts 2-8x within an hour, so the JAX windows, the torch
 windows and a 4096^2 fp32 matmul (the CPU's measured peak, for MFU) are interleaved round by
 round and the ratio is the median of the per-round ratios: back-to-back numbers only.
