@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import tensorflow as tf
 
-from revgm_jax import checkpointing, hparams, input_pipeline
+from revgm_jax import checkpointing, compile_options, hparams, input_pipeline
 from revgm_jax.data import images as images_lib
 from revgm_jax.losses import constraints, parsing
 from revgm_jax.models import model as model_lib
@@ -111,8 +111,8 @@ def make_predict_fn(loaded: Loaded) -> Callable:
             "spectrum": constraints.spectrum(constraints.luma(fingerprint)),
             "pred": parsing.predictions(outputs, space, head_activation)}
 
-  return jax.jit(jax.shard_map(fn, mesh=loaded.mesh, in_specs=(P(), P("data")),
-                               out_specs=P("data")))
+  return compile_options.jit(jax.shard_map(fn, mesh=loaded.mesh, in_specs=(P(), P("data")),
+                                           out_specs=P("data")))
 
 
 def make_parse_fingerprint_fn(loaded: Loaded) -> Callable:
@@ -125,7 +125,7 @@ def make_parse_fingerprint_fn(loaded: Loaded) -> Callable:
     outputs = model.apply(variables, fingerprints, False, method=lambda m, f, t: m.parser(f, t))
     return parsing.predictions(outputs, space, head_activation)
 
-  return jax.jit(fn)
+  return compile_options.jit(fn)
 
 
 def predict(loaded: Loaded, images: np.ndarray, batch_size: int = 64,

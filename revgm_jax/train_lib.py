@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from revgm_jax import checkpointing, hparams, input_pipeline
+from revgm_jax import checkpointing, compile_options, hparams, input_pipeline
 from revgm_jax.evaluation import metrics as metrics_lib
 from revgm_jax.evaluation import report as eval_report
 from revgm_jax.evaluation import run as eval_run
@@ -146,7 +146,7 @@ def make_train_step(config, model, tx, space: hparams.Space, class_weights, mesh
 
   sharded = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(AXIS), P()),
                           out_specs=(P(), P()))
-  return jax.jit(sharded, donate_argnums=0)
+  return compile_options.jit(sharded, donate_argnums=0)
 
 
 def make_eval_step(config, model, space: hparams.Space, class_weights, mesh) -> Callable:
@@ -169,7 +169,7 @@ def make_eval_step(config, model, space: hparams.Space, class_weights, mesh) -> 
     return per_example, sums
 
   sharded = jax.shard_map(step_fn, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(AXIS), P()))
-  return jax.jit(sharded)
+  return compile_options.jit(sharded)
 
 
 def train_batches(data: input_pipeline.Datasets, start_step: int) -> Iterator[dict]:

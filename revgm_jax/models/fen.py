@@ -24,21 +24,17 @@ class FEN(nn.Module):
   bn_epsilon: float = 1e-5
   axis_name: str | None = None
   dtype: Any = jnp.float32
-  conv_weight_grad: str = "auto"  # layers.conv3x3: "chunked" (fast on XLA:CPU), "xla", "auto"
 
   @nn.compact
   def __call__(self, x, train: bool):  # [B, H, W, 3] -> [B, H, W, 3] float32
     if self.depth < 2:
       raise ValueError(f"FEN depth must be >= 2 (config.model.fen_depth), got {self.depth}")
-    x = nn.relu(Conv3x3(self.width, dtype=self.dtype, weight_grad=self.conv_weight_grad,
-                        name="conv_0")(x))
+    x = nn.relu(Conv3x3(self.width, dtype=self.dtype, name="conv_0")(x))
     for i in range(1, self.depth - 1):
-      x = Conv3x3(self.width, dtype=self.dtype, weight_grad=self.conv_weight_grad,
-                  name=f"conv_{i}")(x)
+      x = Conv3x3(self.width, dtype=self.dtype, name=f"conv_{i}")(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                        epsilon=self.bn_epsilon, axis_name=self.axis_name, dtype=self.dtype,
                        param_dtype=jnp.float32, name=f"bn_{i}")(x)
       x = nn.relu(x)
-    x = Conv3x3(3, dtype=self.dtype, weight_grad=self.conv_weight_grad,
-                name=f"conv_{self.depth - 1}")(x)
+    x = Conv3x3(3, dtype=self.dtype, name=f"conv_{self.depth - 1}")(x)
     return x.astype(jnp.float32)

@@ -48,14 +48,13 @@ class Parser(nn.Module):
   dropout: float = 0.5
   share_branch: bool = False
   dtype: Any = jnp.float32
-  conv_weight_grad: str = "auto"  # layers.conv3x3: "chunked" (fast on XLA:CPU), "xla", "auto"
 
   @nn.compact
   def __call__(self, f, train: bool):  # f: [B, H, W, 3] fingerprint
     x = f
     for i, width in enumerate(self.widths):
       x = nn.relu(Conv3x3(width, pad=2, kernel_init=TORCH_DEFAULT_KERNEL, dtype=self.dtype,
-                          weight_grad=self.conv_weight_grad, name=f"conv_{i}")(x))
+                          name=f"conv_{i}")(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
     x = x.reshape(x.shape[0], -1)  # [B, flatten_size]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)

@@ -1,0 +1,35 @@
+"""XLA compiler options for the model's jitted programs (train, eval and inference steps).
+
+Why: jaxlib 0.10's XLA:CPU hands convolutions to YNNPACK by default, and for the FEN's 3x3
+convs that path is 2-4x slower than XLA's own (Eigen) convolutions: a 64 -> 64 conv on a
+16 x 64 x 64 batch runs forward in 30 ms instead of 16 ms, and its kernel gradient in 133 ms
+instead of 34 ms (2-core Xeon, benchmarks/RESULTS.md). Turning YNNPACK off altogether is worse:
+BatchNorm's reductions then become slow reduce-windows. So on CPU we keep YNNPACK for
+element-wise ops, reductions and dots and leave convolutions to XLA; the paper-size training
+step got 1.8x faster. Other backends get no options.
+
+Users who set `xla_cpu_experimental_ynn_fusion_type` in XLA_FLAGS keep their own setting.
+"""
+
+import os
+
+import jax
+
+YNN_FUSION_FLAG = "xla_cpu_experimental_ynn_fusion_type"
+CPU_OPTIONS = {
+    YNN_FUSION_FLAG: ",".join(f"LIBRARY_FUSION_TYPE_{kind}"
+                              for kind in ("ELTWISE", "REDUCE", "INDIVIDUAL_DOT")),
+}
+
+
+def for_backend(backend: str | None = None) -> dict:
+  """`compiler_options` for `jax.jit` on `backend` (default: JAX's default backend)."""
+  backend = backend or jax.default_backend()
+  if backend != "cpu" or YNN_FUSION_FLAG in os.environ.get("XLA_FLAGS", ""):
+    return {}
+  return dict(CPU_OPTIONS)
+
+
+def jit(fun, **kwargs):
+  """`jax.jit` with this backend's compiler options."""
+  return jax.jit(fun, compiler_options=for_backend() or None, **kwargs)
