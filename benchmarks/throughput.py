@@ -17,8 +17,8 @@ written on is shared and its speed drifts 2-8x within an hour, so the JAX window
 windows and a 4096^2 fp32 matmul (the CPU's measured peak, for MFU) are interleaved round by
 round and the ratio is the median of the per-round ratios: back-to-back numbers only.
 
-MFU = model FLOPs per step (XLA's cost analysis of the step lowered with XLA's own conv
-gradients; the same math) x steps/s / peak. The peak
+MFU = model FLOPs per step (XLA's cost analysis of the lowered step, before library fusions
+hide FLOPs) x steps/s / peak. The peak
 is `PEAK_TFLOPS` for accelerators and the matmul rate measured in the same run on CPU.
 Weak scaling (`--scaling`) runs one subprocess per simulated CPU device count (1, 2, 4, 8;
 XLA_FLAGS must be set before jax is imported) with the per-device batch fixed; on GPU/TPU it
@@ -196,7 +196,8 @@ class JaxStep:
     self.batch = jax.device_put(batch, NamedSharding(self.mesh, P(train_lib.AXIS)))
     self.rng = jax.random.key(1)
     t = time.perf_counter()
-    self.compiled = step.lower(self.state, self.batch, self.rng).compile()
+    lowered = step.lower(self.state, self.batch, self.rng)
+    self.compiled = lowered.compile()
     self.compile_s = time.perf_counter() - t
     mem = self.compiled.memory_analysis()
     self.xla_bytes = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
@@ -204,15 +205,9 @@ class JaxStep:
     self.flops_per_device_step = float("nan")
     if not count_flops:
       return
-    # Model FLOPs: XLA's cost analysis of the same step with XLA's own conv gradients. (On
-    # CPU our convs compute the kernel gradient in a loop, and the cost analysis counts a
-    # loop body once.)
-    xla_grads = model.clone(fen=model.fen.clone(conv_weight_grad="xla"),
-                            parser=model.parser.clone(conv_weight_grad="xla"))
-    reference = train_lib.make_train_step(config, xla_grads, tx, space,
-                                          synthetic_class_weights(space), self.mesh)
-    cost = reference.lower(self.state, self.batch, self.rng).cost_analysis()
-    # The program is the per-device program of the SPMD step.
+    # Model FLOPs: XLA's cost analysis of the step's per-device program before optimisation
+    # (library fusions such as YNNPACK's hide their FLOPs from the compiled program's).
+    cost = lowered.cost_analysis()
     self.flops_per_device_step = float(cost["flops"])
 
   def run(self, n: int):
