@@ -28,6 +28,7 @@ measured is what users get.
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -87,6 +88,9 @@ def parse_args(argv=None):
     args.torch_compile = args.scaling = False
   args.sizes = [parse_size(s, "--sizes") for s in args.sizes.split(",") if s.strip()]
   args.scaling_size = parse_size(args.scaling_size, "--scaling_size")
+  if args.torch != "none" and importlib.util.find_spec("torch") is None:
+    p.error("--torch=eager: torch is not installed; pip install -e '.[bench]' (README, "
+            "Performance), or pass --torch=none")
   if args.windows < 1 or args.steps < 1:
     p.error(f"--windows={args.windows} and --steps={args.steps} must be >= 1")
   return args

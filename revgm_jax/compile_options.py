@@ -9,6 +9,8 @@ element-wise ops, reductions and dots and leave convolutions to XLA; the paper-s
 step got 1.8x faster. Other backends get no options.
 
 Users who set `xla_cpu_experimental_ynn_fusion_type` in XLA_FLAGS keep their own setting.
+`jax.jit` takes compiler options only at the top level: to call one of these steps inside your
+own jit, call its `__wrapped__` function (and pass `for_backend()` to your jit).
 """
 
 import os
