@@ -18,7 +18,9 @@ machine at load average 6-10 (other jobs running; the run got 0.6 cores on avera
 17.2 CPU-minutes (zoo build 9.5 min, TFRecord conversion 1 min, training 17.2 min, test
 evaluation 0.8 min). With the zoo cached, at commit 72bd729: training and evaluation 19.8 min
 wall, 12.0 CPU-minutes; final training loss 62.9 (FEN 1.05, parsing 61.9), selected step 2,000
-on the 4 validation GMs. An idle 2-core machine was not available to measure.
+on the 4 validation GMs. Re-measured 2026-11-25 at commit 83b40ec on a quiet machine (load
+average ~2), zoo cached: training and evaluation 7.4 min wall. A fresh cache on a quiet machine
+was not measured.
 """
 
 import ml_collections
