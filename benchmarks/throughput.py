@@ -521,7 +521,7 @@ def weak_scaling(args, platform_name: str) -> list:
           [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={n}"]))
       cmd = [sys.executable, os.path.abspath(__file__), "--scaling_worker", str(n),
              f"--scaling_size={image}x{per_device}", f"--windows={args.windows}",
-             f"--steps={args.steps}"]
+             f"--steps={args.steps}", "--torch=none"]
       out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
       if out.returncode != 0:
         raise RuntimeError(f"scaling worker for {n} devices failed:\n{out.stderr[-3000:]}")
