@@ -22,7 +22,7 @@ from absl import app, flags, logging
 import numpy as np
 from PIL import Image
 
-from revgm_jax import hparams, input_pipeline
+from revgm_jax import labels, input_pipeline
 
 _IMAGE_DIR = flags.DEFINE_string("image_dir", "", "Published-layout folder; '' = generate one.")
 _LABELS_DIR = flags.DEFINE_string("labels_dir", "", "Label dir of --image_dir ('' = image_dir).")
@@ -41,7 +41,7 @@ _STEP_RATE = flags.DEFINE_float(
 
 def write_folder(root: str, num_gms: int, images_per_gm: int, size: int):
   """root/gms/<GM>/*.png and zoo-space labels in root (test set 1 = the last two GMs)."""
-  space = hparams.get_space("zoo")
+  space = labels.get_space("zoo")
   rng = np.random.default_rng(0)
   names = tuple(f"bench_gm_{k:02d}" for k in range(num_gms))
   for name in names:
@@ -52,7 +52,7 @@ def write_folder(root: str, num_gms: int, images_per_gm: int, size: int):
       noisy = np.clip(smooth + rng.integers(-8, 9, smooth.shape), 0, 255).astype(np.uint8)
       Image.fromarray(noisy).save(os.path.join(root, "gms", name, f"{i:04d}.png"))
   disc = np.stack([rng.integers(0, k, num_gms) for k in space.discrete_classes], 1)
-  hparams.write_ground_truth(root, hparams.GroundTruth(
+  labels.write_ground_truth(root, labels.GroundTruth(
       space=space, names=names,
       net=np.concatenate([rng.uniform(size=(num_gms, 9)), disc], 1).astype(np.float32),
       loss=rng.integers(0, 2, (num_gms, space.num_loss_types)).astype(np.int32),

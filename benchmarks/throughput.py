@@ -118,7 +118,7 @@ def bench_config(image_size: int, batch_size: int, dtype: str):
 
 
 def synthetic_class_weights(space):
-  """Unequal class weights with the layout of `hparams.class_weights` (values set no speed)."""
+  """Unequal class weights with the layout of `labels.class_weights` (values set no speed)."""
   import numpy as np
   ramp = lambda k: np.linspace(1.0, 2.0, k, dtype=np.float32)  # noqa: E731
   return {"disc": [ramp(k) for k in space.discrete_classes],
@@ -172,11 +172,11 @@ class JaxStep:
     import jax
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from revgm_jax import hparams, train_lib
+    from revgm_jax import labels, train_lib
     from revgm_jax.models import model as model_lib
 
     self.jax = jax
-    space = hparams.get_space(config.data.space)
+    space = labels.get_space(config.data.space)
     s, b = config.image_size, config.batch_size
     self.mesh = train_lib.make_mesh(devices)
     model = model_lib.create_model(config, space, axis_name=train_lib.AXIS)
@@ -363,7 +363,7 @@ def torch_worker(spec: dict):
   """Worker side of TorchWorker: build the peer, warm up, then time windows on request."""
   import torch
   from benchmarks import torch_step
-  from revgm_jax import hparams
+  from revgm_jax import labels
   from revgm_jax.losses import constraints
 
   baseline = reset_peak_rss()
@@ -374,7 +374,7 @@ def torch_worker(spec: dict):
   else:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-  space = hparams.get_space(config.data.space)
+  space = labels.get_space(config.data.space)
   torch.manual_seed(config.seed)
   batch = torch_step.random_batch(space, config.batch_size, config.image_size, device=device)
   step = torch_step.TorchStep(config, space, synthetic_class_weights(space),

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from revgm_jax import hparams
+from revgm_jax import labels
 
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -46,7 +46,7 @@ def _encoded_size(size: int, blocks: int) -> int:
 class Parser(nn.Module):
   """Encoder, shared FC, one 64-d branch per output family, all heads (DESIGN 6)."""
 
-  def __init__(self, space: hparams.Space, image_size: int, widths, fc_width: int,
+  def __init__(self, space: labels.Space, image_size: int, widths, fc_width: int,
                branch_widths, dropout: float, share_branch: bool):
     super().__init__()
     convs, c_in = [], 3
@@ -84,7 +84,7 @@ class Parser(nn.Module):
 
 
 class RevGM(nn.Module):
-  def __init__(self, config: ml_collections.ConfigDict, space: hparams.Space):
+  def __init__(self, config: ml_collections.ConfigDict, space: labels.Space):
     super().__init__()
     m = config.model
     self.fen = FEN(m.fen_depth, m.fen_width, m.bn_momentum, m.bn_epsilon)
@@ -164,7 +164,7 @@ class TorchStep:
   (inductor; the backward is compiled through AOTAutograd), PyTorch at its best on CPU.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, space: hparams.Space, class_weights,
+  def __init__(self, config: ml_collections.ConfigDict, space: labels.Space, class_weights,
                radius: int, compile: bool = False, dtype: str = "float32",
                device: str = "cpu"):
     self.config, self.space, self.radius = config, space, radius
@@ -204,7 +204,7 @@ class TorchStep:
       torch.cuda.synchronize()
 
 
-def random_batch(space: hparams.Space, batch_size: int, image_size: int, seed: int = 0,
+def random_batch(space: labels.Space, batch_size: int, image_size: int, seed: int = 0,
                  device: str = "cpu") -> dict:
   """A batch with the layout of `input_pipeline` (images NCHW here), from a fixed seed."""
   rng = np.random.default_rng(seed)

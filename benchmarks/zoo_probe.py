@@ -29,7 +29,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.zoo import build, presets
 
 
@@ -41,9 +41,9 @@ def spectrum_features(images: np.ndarray) -> np.ndarray:
   return np.log(mag + 1e-4).reshape(len(images), -1)
 
 
-def load_zoo(out_dir: str, per_gm: int) -> tuple[hparams.GroundTruth, np.ndarray, np.ndarray]:
+def load_zoo(out_dir: str, per_gm: int) -> tuple[labels.GroundTruth, np.ndarray, np.ndarray]:
   """Ground truth, features [N, F] and GM rows [N] of the first `per_gm` images of each GM."""
-  gt = hparams.load_ground_truth(out_dir, "zoo")
+  gt = labels.load_ground_truth(out_dir, "zoo")
   feats, rows = [], []
   for r, name in enumerate(gt.names):
     folder = os.path.join(out_dir, "gms", name)
@@ -56,7 +56,7 @@ def load_zoo(out_dir: str, per_gm: int) -> tuple[hparams.GroundTruth, np.ndarray
 
 
 def _read_index(out: str) -> dict[str, list[str]]:
-  with open(os.path.join(out, hparams.INDEX_FILE), newline="") as f:
+  with open(os.path.join(out, labels.INDEX_FILE), newline="") as f:
     recs = list(csv.DictReader(f))
   return {k: [r[k] for r in recs] for k in recs[0]}
 
@@ -116,10 +116,10 @@ def main():
   tasks.append(("trained (any loss) vs random-init", trained.astype(int), None))
   for g, name in enumerate(gt.space.group_names):
     tasks.append((f"loss group '{name}' (trained GMs)", gt.loss_group[:, g], trained))
-  for name, labels, gms in tasks:
+  for name, y_all, gms in tasks:
     keep = np.ones(len(gt), bool) if gms is None else gms
     sel = keep[rows]
-    y = np.asarray(labels)[rows[sel]]
+    y = np.asarray(y_all)[rows[sel]]
     acc = leave_gm_out(x[sel], y, rows[sel], min(args.folds, int(keep.sum())))
     _, counts = np.unique(y, return_counts=True)
     print(f"{name + ', leave-GM-out':58s} {len(counts):7d} {acc:6.3f} "

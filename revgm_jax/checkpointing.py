@@ -2,7 +2,7 @@
 
   workdir/config.json          the run's full ConfigDict
   workdir/labels.json          space, train/val/test GM names, class weights of the run
-  workdir/labels/              ground truth of the run's GMs (`hparams.write_ground_truth` format)
+  workdir/labels/              ground truth of the run's GMs (`labels.write_ground_truth` format)
   workdir/checkpoints/<step>/  the latest `keep` train states, for resuming:
                                  variables {params, batch_stats}, train {step, opt_state}, progress
   workdir/best/<step>/         the step that scored best on the validation GMs: variables, progress
@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from revgm_jax import hparams
+from revgm_jax import labels
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -41,7 +41,7 @@ def replicated_target(tree, mesh: jax.sharding.Mesh):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 
-def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: hparams.GroundTruth,
+def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: labels.GroundTruth,
                    split: dict, class_weights: dict) -> None:
   """Everything besides the weights that inference needs to rebuild and read the model."""
   os.makedirs(workdir, exist_ok=True)
@@ -52,7 +52,7 @@ def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: hparams.
                             for k, ws in class_weights.items()}}
   with open(os.path.join(workdir, LABELS_FILE), "w") as f:
     json.dump(info, f, indent=2)
-  hparams.write_ground_truth(os.path.join(workdir, LABELS_DIR), gt)
+  labels.write_ground_truth(os.path.join(workdir, LABELS_DIR), gt)
 
 
 # Fields that fix the shapes of the saved state; a workdir cannot resume under other values.
@@ -91,14 +91,14 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.load(f))
 
 
-def load_run_info(workdir: str) -> tuple[dict, hparams.GroundTruth]:
+def load_run_info(workdir: str) -> tuple[dict, labels.GroundTruth]:
   """(labels.json contents, ground truth of the run's GMs) of a training workdir."""
   path = os.path.join(workdir, LABELS_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir")
   with open(path) as f:
     info = json.load(f)
-  return info, hparams.load_ground_truth(os.path.join(workdir, LABELS_DIR), info["space"])
+  return info, labels.load_ground_truth(os.path.join(workdir, LABELS_DIR), info["space"])
 
 
 class Checkpoints:

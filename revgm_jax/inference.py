@@ -26,7 +26,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 import tensorflow as tf
 
-from revgm_jax import checkpointing, compile_options, hparams, input_pipeline
+from revgm_jax import checkpointing, compile_options, labels, input_pipeline
 from revgm_jax.data import images as images_lib
 from revgm_jax.losses import constraints, parsing
 from revgm_jax.models import model as model_lib
@@ -39,14 +39,14 @@ class Loaded:
   which: str  # "best" or "latest"
   step: int
   config: ml_collections.ConfigDict
-  gt: hparams.GroundTruth  # the run's labels: space, class names, raw ranges
+  gt: labels.GroundTruth  # the run's labels: space, class names, raw ranges
   split: dict  # {"train", "val", "test"} GM names of the run
   model: model_lib.RevGM
   variables: dict  # {"params", "batch_stats"}, replicated over `mesh`
   mesh: jax.sharding.Mesh
 
   @property
-  def space(self) -> hparams.Space:
+  def space(self) -> labels.Space:
     return self.gt.space
 
 

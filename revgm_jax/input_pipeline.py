@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.data import builder
 
 _LABEL_KEYS = ("net", "loss", "loss_group")
@@ -172,14 +172,14 @@ def eval_dataset(data: builder.PreparedData, gm_names: list[str],
   pad = tf.data.Dataset.from_tensors({
       "image": tf.zeros([s, s, 3], tf.float32), "gm_row": tf.constant(-1, tf.int32),
       "id": tf.constant(-1, tf.int32), "mask": tf.constant(False),
-      "net": tf.zeros([hparams.NUM_NET], tf.float32),
+      "net": tf.zeros([labels.NUM_NET], tf.float32),
       "loss": tf.zeros([space.num_loss_types], tf.int32),
       "loss_group": tf.zeros([space.num_groups], tf.int32)}).repeat()
   ds = ds.concatenate(pad).take(num_batches * batch).batch(batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches
 
 
-def shuffled_label_rows(gt: hparams.GroundTruth, train_gms: list[str], seed: int) -> np.ndarray:
+def shuffled_label_rows(gt: labels.GroundTruth, train_gms: list[str], seed: int) -> np.ndarray:
   """[N] label row of each GM row: a seeded permutation among the training GMs (the
   random-ground-truth baseline), identity elsewhere."""
   rows = np.arange(len(gt))
@@ -205,7 +205,7 @@ class Datasets:
   label_rows: np.ndarray | None  # shuffled training labels (config.data.shuffle_labels)
 
   @property
-  def gt(self) -> hparams.GroundTruth:
+  def gt(self) -> labels.GroundTruth:
     return self.data.gt
 
   def max_images_per_gm(self, split_name: str) -> int:
@@ -292,7 +292,7 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
                     len(absent), data.image_dir,
                     ", ".join(absent[:10]) + (", ..." if len(absent) > 10 else ""))
   test_gms = [n.strip() for n in config.data.test_gms.split(",") if n.strip()]
-  split = hparams.split_gms(gt.subset(present), config.data.test_set, test_gms,
+  split = labels.split_gms(gt.subset(present), config.data.test_set, test_gms,
                             config.data.num_val_gms, config.seed)
   data.check_gms(split["test"], "test")
   rows = None if config.loss.class_weights_from == "all" else gt.rows(split["train"])
@@ -302,4 +302,4 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
   label_rows = (shuffled_label_rows(gt, split["train"], config.seed)
                 if config.data.shuffle_labels else None)
   return Datasets(config=config, data=data, split=split,
-                  class_weights=hparams.class_weights(gt, rows), mesh=mesh, label_rows=label_rows)
+                  class_weights=labels.class_weights(gt, rows), mesh=mesh, label_rows=label_rows)

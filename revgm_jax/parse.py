@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 
 from revgm_jax import inference  # noqa: E402
 from revgm_jax.data import images as images_lib  # noqa: E402
-from revgm_jax.hparams import NUM_CONTINUOUS  # noqa: E402
+from revgm_jax.labels import NUM_CONTINUOUS  # noqa: E402
 
 
 def collect_files(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm import tqdm
 
-from revgm_jax import checkpointing, compile_options, hparams, input_pipeline
+from revgm_jax import checkpointing, compile_options, labels, input_pipeline
 from revgm_jax.evaluation import metrics as metrics_lib
 from revgm_jax.evaluation import report as eval_report
 from revgm_jax.evaluation import run as eval_run
@@ -114,7 +114,7 @@ def _losses(fingerprint, outputs, batch, *, config, space, class_weights, axis_n
   return fen + parse, terms
 
 
-def make_train_step(config, model, tx, space: hparams.Space, class_weights, mesh) -> Callable:
+def make_train_step(config, model, tx, space: labels.Space, class_weights, mesh) -> Callable:
   """jit(shard_map(...)) step: (state, global batch, rng) -> (state, replicated metrics).
 
   The state is donated. Dropout keys differ per step and per device but do not depend on the
@@ -149,7 +149,7 @@ def make_train_step(config, model, tx, space: hparams.Space, class_weights, mesh
   return compile_options.jit(sharded, donate_argnums=0)
 
 
-def make_eval_step(config, model, space: hparams.Space, class_weights, mesh) -> Callable:
+def make_eval_step(config, model, space: labels.Space, class_weights, mesh) -> Callable:
   """jit(shard_map(...)) eval step: (variables, padded batch) -> (per-example outputs, sums).
 
   Per-example outputs (sharded like the batch): predictions, labels, gm_row and mask. Sums
@@ -193,7 +193,7 @@ def selection_score(m: dict) -> float:
   return m["net_f1"] + m["loss_f1"] - 5.0 * m["cont_l1"]
 
 
-def evaluate(eval_step, variables, batches: Iterator, space: hparams.Space) -> dict:
+def evaluate(eval_step, variables, batches: Iterator, space: labels.Space) -> dict:
   """Loss terms and parsing metrics over one pass of `batches` (padded, with `mask`)."""
   sums, outs = {}, []
   for batch in batches:

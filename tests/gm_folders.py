@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from revgm_jax import hparams
+from revgm_jax import labels
 
 # (height, width, extension) of the images of each GM; sizes and formats vary on purpose.
 _SHAPES = [(24, 24, "png"), (30, 20, "png"), (26, 34, "jpg"), (40, 36, "bmp"), (24, 28, "png"),
@@ -31,7 +31,7 @@ def write_layout(root, gm_names, images_per_gm=6, seed=0) -> dict[str, np.ndarra
 def copy_labels(red116_dir, dest) -> str:
   """The RED116 index and tables in a scratch label dir (tests that edit labels)."""
   os.makedirs(dest, exist_ok=True)
-  files = hparams.LABEL_FILES["red116"]
-  for f in (hparams.INDEX_FILE, files["net"], files["loss"], files["group"]):
+  files = labels.LABEL_FILES["red116"]
+  for f in (labels.INDEX_FILE, files["net"], files["loss"], files["group"]):
     shutil.copy(os.path.join(red116_dir, f), dest)
   return str(dest)

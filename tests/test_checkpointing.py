@@ -9,7 +9,7 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from revgm_jax import checkpointing, hparams
+from revgm_jax import checkpointing, labels
 from revgm_jax.train_lib import TrainState, make_mesh
 
 
@@ -84,9 +84,9 @@ def test_periodic_keep_and_best(tmp_path):
 
 
 def test_run_info_round_trip(tmp_path, red116_dir):
-  gt = hparams.load_ground_truth(str(red116_dir), "red116")
-  split = hparams.split_gms(gt, 1, num_val_gms=4, seed=1)
-  weights = hparams.class_weights(gt, gt.rows(split["train"]))
+  gt = labels.load_ground_truth(str(red116_dir), "red116")
+  split = labels.split_gms(gt, 1, num_val_gms=4, seed=1)
+  weights = labels.class_weights(gt, gt.rows(split["train"]))
   config = ml_collections.ConfigDict({"seed": 1, "model": {"parser_widths": (8, 8)}})
   checkpointing.write_run_info(str(tmp_path), config, gt, split, weights)
 

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import gm_folders
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.data import builder, images
 
 # CONT_ENC is row 21 of the index although sorted() puts it after CONTRAGAN (DESIGN.md 3.3).
@@ -86,7 +86,7 @@ def test_read_image_rejects_what_cannot_be_fixed(tmp_path):
 def test_build_round_trip_is_pixel_exact_with_index_labels(tmp_path, red116_dir):
   expected = gm_folders.write_layout(tmp_path / "images", GMS, images_per_gm=6)
   data = _build(tmp_path, red116_dir, shards_per_gm=2)
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   ids = []
   for gm in GMS:
     row = gt.row(gm)
@@ -137,8 +137,8 @@ def test_unchanged_input_does_no_work(tmp_path, red116_dir, count_builds):
 @pytest.mark.parametrize("change", ["add", "remove", "modify", "labels"])
 def test_changed_input_is_rebuilt(tmp_path, red116_dir, count_builds, change):
   gm_folders.write_layout(tmp_path / "images", GMS, images_per_gm=4)
-  labels = gm_folders.copy_labels(red116_dir, tmp_path / "labels")
-  first = _build(tmp_path, labels)
+  label_dir = gm_folders.copy_labels(red116_dir, tmp_path / "labels")
+  first = _build(tmp_path, label_dir)
   aae = tmp_path / "images" / "AAE"
   if change == "add":
     _save(np.zeros((24, 24, 3), np.uint8), aae / "new.png")
@@ -149,12 +149,12 @@ def test_changed_input_is_rebuilt(tmp_path, red116_dir, count_builds, change):
     _save(np.full((24, 24, 3), 7, np.uint8), aae / "img_000.png")
     os.utime(aae / "img_000.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
   else:
-    net_file = os.path.join(labels, hparams.LABEL_FILES["red116"]["net"])
+    net_file = os.path.join(label_dir, labels.LABEL_FILES["red116"]["net"])
     net = np.load(net_file)
     net[0, 0] = 0.5  # AAE's first continuous label
     np.save(net_file, net)
   count_builds.clear()
-  second = _build(tmp_path, labels)
+  second = _build(tmp_path, label_dir)
   assert sorted(count_builds) == sorted(GMS)
   assert second.builder.data_dir != first.builder.data_dir
   assert not os.path.exists(first.builder.data_dir)  # the outdated build is removed
@@ -220,16 +220,16 @@ def test_gm_folder_missing_from_the_index_is_an_error(tmp_path, red116_dir):
 @pytest.mark.parametrize("problem,match", [("shape", "has shape"), ("nan", "non-finite")])
 def test_bad_ground_truth_table_is_an_error_naming_it(tmp_path, red116_dir, problem, match):
   gm_folders.write_layout(tmp_path / "images", GMS, images_per_gm=2)
-  labels = gm_folders.copy_labels(red116_dir, tmp_path / "labels")
-  name = hparams.LABEL_FILES["red116"]["loss"]
-  loss = np.load(os.path.join(labels, name))
+  label_dir = gm_folders.copy_labels(red116_dir, tmp_path / "labels")
+  name = labels.LABEL_FILES["red116"]["loss"]
+  loss = np.load(os.path.join(label_dir, name))
   if problem == "shape":
     loss = loss[:, :9]
   else:
     loss[5, 2] = np.nan
-  np.save(os.path.join(labels, name), loss)
+  np.save(os.path.join(label_dir, name), loss)
   with pytest.raises(ValueError, match=match) as e:
-    _build(tmp_path, labels)
+    _build(tmp_path, label_dir)
   assert name in str(e.value)
 
 

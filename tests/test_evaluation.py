@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 import tiny_run
-from revgm_jax import hparams, inference
+from revgm_jax import labels, inference
 from revgm_jax.evaluation import aggregate, baselines, claims, metrics, report, run
 
-SPACE = hparams.RED116
+SPACE = labels.RED116
 
 
 def _results(red116_dir):
   """A results dict as run.evaluate_workdir makes it, from labels: majority vs a perfect model."""
-  gt = hparams.load_ground_truth(red116_dir, "red116")
-  split = hparams.split_gms(gt, test_set=1)
+  gt = labels.load_ground_truth(red116_dir, "red116")
+  split = labels.split_gms(gt, test_set=1)
   te = np.repeat(gt.rows(split["test"]), 2)  # 2 "images" per GM
   target = {"net": gt.net[te], "loss": gt.loss[te], "loss_group": gt.loss_group[te]}
   perfect = baselines.label_predictions(gt, te)
@@ -102,7 +102,7 @@ def test_evaluate_workdir_results_and_report(evaluated, red116_dir):
   for key in metrics.HEADLINE:
     assert results["methods"]["random_gt"][key] == results["methods"]["model"][key], key
   # Majority: the GM-level predictor of the training GMs, every test image weighted equally.
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   train = [g for g in tiny_run.GMS if g not in tiny_run.TEST_GMS]
   assert len(train) == 6  # 5 training + 1 validation GM, the validation one is not counted
   te = gt.rows(tiny_run.TEST_GMS)

@@ -16,7 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 import gm_folders
-from revgm_jax import cli_flags, hparams, input_pipeline
+from revgm_jax import cli_flags, labels, input_pipeline
 from revgm_jax.data import builder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,11 +85,11 @@ def eval_ids(ds, split, process_index, process_count):
 
 def test_train_batches_follow_the_contract(folder, red116_dir):
   ds = input_pipeline.get_datasets(make_config(folder, red116_dir), mesh(8))
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   assert ds.split["test"] == list(TEST_SET_1) and len(ds.split["val"]) == 1
   assert sorted(ds.split["train"] + ds.split["val"]) == sorted(TRAIN_VAL)
   assert ds.num_train_images == 3 * IMAGES_PER_GM
-  expected_w = hparams.class_weights(gt, gt.rows(ds.split["train"]))
+  expected_w = labels.class_weights(gt, gt.rows(ds.split["train"]))
   for a, b in zip(jax.tree.leaves(ds.class_weights), jax.tree.leaves(expected_w)):
     np.testing.assert_array_equal(a, b)
   batch = next(ds.train_iter())
@@ -232,12 +232,12 @@ def test_data_source_errors(folder, red116_dir):
 
 def test_zoo_source_reads_the_zoo_layout(tmp_path, monkeypatch):
   """The zoo writes ZOO_OUT/gms/<GM>/ with labels in ZOO_OUT (here a stand-in build_zoo)."""
-  space = hparams.get_space("zoo")
+  space = labels.get_space("zoo")
   names = tuple(f"zoo_gm_{k}" for k in range(4))
   rng = np.random.default_rng(0)
   net = np.concatenate([rng.uniform(size=(4, 9)),
                         np.stack([rng.integers(0, k, 4) for k in space.discrete_classes], 1)], 1)
-  gt = hparams.GroundTruth(space=space, names=names, net=net.astype(np.float32),
+  gt = labels.GroundTruth(space=space, names=names, net=net.astype(np.float32),
                            loss=rng.integers(0, 2, (4, 10)).astype(np.int32),
                            loss_group=rng.integers(0, 2, (4, 3)).astype(np.int32),
                            test_set=np.array([0, 0, 0, 1], np.int32))
@@ -245,7 +245,7 @@ def test_zoo_source_reads_the_zoo_layout(tmp_path, monkeypatch):
 
   def build_zoo(cfg, out_dir):
     calls.append((cfg.preset, out_dir))
-    hparams.write_ground_truth(out_dir, gt)
+    labels.write_ground_truth(out_dir, gt)
     gm_folders.write_layout(os.path.join(out_dir, "gms"), names, images_per_gm=4)
     return out_dir
 

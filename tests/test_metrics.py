@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.evaluation import aggregate, baselines, metrics
 
-SPACE = hparams.RED116
+SPACE = labels.RED116
 
 
 def _perfect_disc(net):
@@ -134,12 +134,12 @@ def test_k_image_aggregation_hand_built():
 
 def test_majority_baseline_reproduces_design_table(red116_dir):
   """DESIGN.md 8.4: GM-level training-mean / majority predictor on the 4 leave-out sets."""
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   expected = {1: (0.140, 0.67, 0.36, 0.63), 2: (0.150, 0.64, 0.33, 0.59),
               3: (0.183, 0.58, 0.28, 0.58), 4: (0.148, 0.54, 0.27, 0.55)}
   per_set = {}
   for k, (l1, acc, f1, loss_f1) in expected.items():
-    split = hparams.split_gms(gt, test_set=k)
+    split = labels.split_gms(gt, test_set=k)
     te = gt.rows(split["test"])
     target = {"net": gt.net[te], "loss": gt.loss[te], "loss_group": gt.loss_group[te]}
     pred = baselines.majority_predictions(gt, gt.rows(split["train"]), len(te))
@@ -155,7 +155,7 @@ def test_majority_baseline_reproduces_design_table(red116_dir):
 
 
 def test_retrieval_baseline_predicts_the_most_cosine_similar_gm(red116_dir):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   bank_rows = np.array([5, 17, 40])
   bank = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
   queries = np.array([[2.0, 0.1], [0.1, 3.0], [5.0, 4.5], [0.0, 0.0]])

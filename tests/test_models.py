@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.models import model as model_lib
 from revgm_jax.models.fen import FEN
 from revgm_jax.models.parser import Parser, encoder_output_size, flatten_size
@@ -34,7 +34,7 @@ def images(b, h, seed=0):
 
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_output_shapes_and_flatten_size(size):
-  space = hparams.get_space("red116")
+  space = labels.get_space("red116")
   model = model_lib.create_model(tiny_config(), space)
   x = images(2, size)
   variables = init(model, x)
@@ -50,13 +50,13 @@ def test_output_shapes_and_flatten_size(size):
 def test_flatten_size_of_the_paper_encoder_at_64():
   assert [encoder_output_size(64, k) for k in range(6)] == [64, 33, 17, 9, 5, 3]
   assert flatten_size(64, (32, 64, 128, 256, 512)) == 4608
-  parser = Parser(space=hparams.get_space("red116"))
+  parser = Parser(space=labels.get_space("red116"))
   shapes = jax.eval_shape(lambda x: parser.init(KEYS, x, train=False), jnp.zeros((1, 64, 64, 3)))
   assert shapes["params"]["fc"]["kernel"].shape == (4608, 512)
 
 
 def test_v1_space_head_sizes():
-  model = model_lib.create_model(tiny_config(), hparams.get_space("v1"))
+  model = model_lib.create_model(tiny_config(), labels.get_space("v1"))
   x = images(2, 32)
   _, out = model.apply(init(model, x), x, train=False)
   assert out["group"].shape == (2, 3, 2) and out["loss"].shape == (2, 8, 2)
@@ -64,7 +64,7 @@ def test_v1_space_head_sizes():
 
 @pytest.mark.parametrize("share", [False, True])
 def test_branches(share):
-  model = model_lib.create_model(tiny_config(share_branch=share), hparams.get_space("zoo"))
+  model = model_lib.create_model(tiny_config(share_branch=share), labels.get_space("zoo"))
   params = init(model, images(1, 32))["params"]["parser"]
   branches = sorted({k.split("_fc")[0] for k in params if k.startswith("branch_")})
   assert branches == (["branch_0"] if share else ["branch_0", "branch_1", "branch_2"])
@@ -84,7 +84,7 @@ def test_init_statistics_match_pytorch():
   np.testing.assert_array_equal(params["bn_1"]["scale"], 1.0)
   np.testing.assert_array_equal(params["bn_1"]["bias"], 0.0)
   # Parser layers: PyTorch's default U(+-1/sqrt(fan_in)) for weights and biases.
-  parser = Parser(space=hparams.get_space("zoo"), widths=(64, 64, 4, 4, 4), fc_width=8)
+  parser = Parser(space=labels.get_space("zoo"), widths=(64, 64, 4, 4, 4), fc_width=8)
   p = init(parser, images(1, 8))["params"]
   k = np.asarray(p["conv_1"]["kernel"])
   bound = 1 / np.sqrt(576)
@@ -128,7 +128,7 @@ def test_cross_device_batchnorm_equals_one_device():
 
 
 def test_dropout_only_in_training():
-  model = model_lib.create_model(tiny_config(dropout=0.5), hparams.get_space("zoo"))
+  model = model_lib.create_model(tiny_config(dropout=0.5), labels.get_space("zoo"))
   x = images(2, 32)
   variables = init(model, x)
   apply = lambda seed: model.apply(variables, x, train=True, mutable=["batch_stats"],
@@ -139,19 +139,19 @@ def test_dropout_only_in_training():
 
 
 def test_bfloat16_trunks_keep_float32_params_and_outputs():
-  model = model_lib.create_model(tiny_config(dtype="bfloat16"), hparams.get_space("zoo"))
+  model = model_lib.create_model(tiny_config(dtype="bfloat16"), labels.get_space("zoo"))
   x = images(2, 32)
   variables = init(model, x)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
   f, out = model.apply(variables, x, train=False)
   assert f.dtype == jnp.float32 and all(o.dtype == jnp.float32 for o in jax.tree.leaves(out))
-  f32, _ = model_lib.create_model(tiny_config(), hparams.get_space("zoo")).apply(
+  f32, _ = model_lib.create_model(tiny_config(), labels.get_space("zoo")).apply(
       variables, x, train=False)
   np.testing.assert_allclose(f, f32, atol=0.05 * float(jnp.abs(f32).max()))
 
 
 def test_bad_config_values_are_clear_errors():
   with pytest.raises(ValueError, match="config.model.dtype"):
-    model_lib.create_model(tiny_config(dtype="float16"), hparams.get_space("zoo"))
+    model_lib.create_model(tiny_config(dtype="float16"), labels.get_space("zoo"))
   with pytest.raises(ValueError, match="config.model.fen_depth"):
     init(FEN(depth=1), images(1, 8))

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import tiny_run
 from revgm_jax import inference, parse
-from revgm_jax.hparams import RED116
+from revgm_jax.labels import RED116
 
 
 @pytest.fixture(scope="module")

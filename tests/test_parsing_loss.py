@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.losses import parsing
 
-RED116 = hparams.get_space("red116")
+RED116 = labels.get_space("red116")
 
 
 def loss_cfg(**kw):
@@ -52,10 +52,10 @@ def np_sigmoid(z):
   return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
 
 
-def torch_weighted_ce(logits, labels, w):
+def torch_weighted_ce(logits, y_true, w):
   """torch.nn.CrossEntropyLoss(weight=w, reduction="mean"): sum w[y] ce / sum w[y]."""
-  ce = -np_log_softmax(logits)[np.arange(len(labels)), labels]
-  return np.sum(w[labels] * ce) / np.sum(w[labels])
+  ce = -np_log_softmax(logits)[np.arange(len(y_true)), y_true]
+  return np.sum(w[y_true] * ce) / np.sum(w[y_true])
 
 
 def numpy_loss(out, batch, cw, space, activation, weighted=True, continuous="mse"):
@@ -68,8 +68,8 @@ def numpy_loss(out, batch, cw, space, activation, weighted=True, continuous="mse
   err = np_sigmoid(out["cont"]) - batch["net"][:, :9]
   t = {"cont": np.mean(err ** 2 if continuous == "mse" else np.abs(err))}
   for j, name in enumerate(space.discrete_names):
-    labels = batch["net"][:, 9 + j].astype(int)
-    t[f"disc/{name}"] = torch_weighted_ce(act(out["disc"][j]), labels, cw["disc"][j])
+    y_true = batch["net"][:, 9 + j].astype(int)
+    t[f"disc/{name}"] = torch_weighted_ce(act(out["disc"][j]), y_true, cw["disc"][j])
   for g, name in enumerate(space.group_names):
     t[f"group/{name}"] = torch_weighted_ce(act(out["group"][:, g]), batch["loss_group"][:, g],
                                            cw["group"][g])
@@ -139,7 +139,7 @@ def test_family_weights_from_config():
 
 
 def test_v1_space_groups_its_eight_loss_types():
-  v1 = hparams.get_space("v1")
+  v1 = labels.get_space("v1")
   rng = np.random.default_rng(3)
   out, batch, cw = random_outputs(rng, 5, v1), random_batch(rng, 5, v1), random_weights(rng, v1)
   _, terms = parsing.parsing_loss(out, batch, cw, loss_cfg(), v1, "logits")
@@ -209,7 +209,7 @@ def test_class_absent_from_training_gives_zero_not_nan():
   out, batch, cw = random_outputs(rng, 4, RED116), random_batch(rng, 4, RED116), random_weights(
       rng, RED116)
   batch["loss_group"][:, 2] = 1
-  cw["group"][2] = np.array([1.0, 0.0], np.float32)  # hparams.class_weights' unseen class
+  cw["group"][2] = np.array([1.0, 0.0], np.float32)  # labels.class_weights' unseen class
   _, terms = parsing.parsing_loss(out, batch, cw, loss_cfg(), RED116, "logits")
   assert float(terms["group/classification"]) == 0.0 and np.isfinite(terms["parsing"])
 

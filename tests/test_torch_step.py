@@ -9,7 +9,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from benchmarks import torch_step  # noqa: E402
 from configs import default  # noqa: E402
-from revgm_jax import hparams  # noqa: E402
+from revgm_jax import labels  # noqa: E402
 from revgm_jax.losses import constraints, parsing  # noqa: E402
 
 
@@ -29,13 +29,13 @@ def test_constraint_terms_match(rep_clip):
 
 
 def test_parsing_loss_matches():
-  space = hparams.get_space("red116")
+  space = labels.get_space("red116")
   b, rng = 8, np.random.default_rng(1)
   outputs = {
       "cont": rng.normal(size=(b, 9)), "group": rng.normal(size=(b, space.num_groups, 2)),
       "loss": rng.normal(size=(b, space.num_loss_types, 2)),
       "disc": tuple(rng.normal(size=(b, k)) for k in space.discrete_classes)}
-  labels = torch_step.random_batch(space, b, 8, seed=2)
+  targets = torch_step.random_batch(space, b, 8, seed=2)
   weights = {"disc": [rng.uniform(0.5, 3, k) for k in space.discrete_classes],
              "group": [rng.uniform(0.5, 3, 2) for _ in range(space.num_groups)],
              "loss": [rng.uniform(0.5, 3, 2) for _ in range(space.num_loss_types)]}
@@ -43,10 +43,10 @@ def test_parsing_loss_matches():
   ours, _ = parsing.parsing_loss(
       {k: (tuple(jnp.asarray(z, jnp.float32) for z in v) if k == "disc"
            else jnp.asarray(v, jnp.float32)) for k, v in outputs.items()},
-      {k: jnp.asarray(labels[k].numpy()) for k in ("net", "loss", "loss_group")},
+      {k: jnp.asarray(targets[k].numpy()) for k in ("net", "loss", "loss_group")},
       weights, cfg, space, "logits")
   peer = torch_step.parsing_loss(
       {k: (tuple(torch.tensor(z, dtype=torch.float32) for z in v) if k == "disc"
            else torch.tensor(v, dtype=torch.float32)) for k, v in outputs.items()},
-      labels, torch_step.class_weights_tensors(weights), cfg, space)
+      targets, torch_step.class_weights_tensors(weights), cfg, space)
   np.testing.assert_allclose(float(peer), float(ours), rtol=1e-5)

@@ -17,7 +17,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import tiny_run
-from revgm_jax import checkpointing, hparams, train_lib
+from revgm_jax import checkpointing, labels, train_lib
 from revgm_jax.models import model as model_lib
 
 SIZE, BATCH = 16, 8
@@ -31,7 +31,7 @@ def setup(red116_dir):
   config.data.space = "red116"
   config.model.dropout = 0.0
   config.optim.lr = 1e-3
-  gt = hparams.load_ground_truth(str(red116_dir), "red116")
+  gt = labels.load_ground_truth(str(red116_dir), "red116")
   rng = np.random.default_rng(0)
   rows = rng.choice(rng.permutation(len(gt))[:4], (4, BATCH))  # 4 GMs: quick to learn
   yy, xx = np.mgrid[:SIZE, :SIZE]
@@ -47,7 +47,7 @@ def setup(red116_dir):
   mesh1 = train_lib.make_mesh(jax.devices()[:1])
   tx = optax.sgd(0.01)  # the state's optimiser for the parity tests: params move by the gradient
   state = train_lib.create_train_state(jax.random.key(0), model, tx, (SIZE, SIZE, 3), mesh1)
-  return dict(config=config, space=gt.space, weights=hparams.class_weights(gt), model=model,
+  return dict(config=config, space=gt.space, weights=labels.class_weights(gt), model=model,
               batches=batches, tx=tx, host_state=jax.device_get(state))
 
 
@@ -119,7 +119,7 @@ def test_loss_goes_down(setup):
 # --- the loop: checkpoints, resumption, NaN guard, workdir ------------------------------------
 
 def _latest_variables(workdir, config, mesh):
-  model = model_lib.create_model(config, hparams.get_space(config.data.space))
+  model = model_lib.create_model(config, labels.get_space(config.data.space))
   tx = train_lib.make_optimizer(config.optim)
   target = train_lib.abstract_train_state(jax.random.key(0), model, tx,
                                           (config.image_size,) * 2 + (3,), mesh)

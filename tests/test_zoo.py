@@ -12,7 +12,7 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.data import builder
 from revgm_jax.zoo import build, plan, presets
 from revgm_jax.zoo import generators as G
@@ -119,13 +119,13 @@ def tiny_zoo(tmp_path_factory):
 
 
 def _label_files():
-  tables = [v for k, v in hparams.LABEL_FILES["zoo"].items() if k != "row_column"]
-  return [hparams.INDEX_FILE, hparams.RANGES_FILE, *tables]
+  tables = [v for k, v in labels.LABEL_FILES["zoo"].items() if k != "row_column"]
+  return [labels.INDEX_FILE, labels.RANGES_FILE, *tables]
 
 
 def test_tiny_zoo_writes_a_valid_label_dir(tiny_zoo):
   cfg, out = tiny_zoo
-  gt = hparams.load_ground_truth(out, "zoo")
+  gt = labels.load_ground_truth(out, "zoo")
   gms = plan.make_plan(cfg)
   assert gt.names == tuple(gm.name for gm in gms)
   assert sorted(os.listdir(os.path.join(out, "gms"))) == sorted(gt.names)
@@ -140,7 +140,7 @@ def test_tiny_zoo_writes_a_valid_label_dir(tiny_zoo):
   np.testing.assert_array_equal(gt.loss_group[:, 0], gt.loss[:, :4].max(1))
   cont = gt.net[:, :9]
   assert cont.min() >= 0 and cont.max() <= 1
-  raw = np.array([[G.architecture_counts(gm.spec)[c] for c in hparams.NET_COLUMNS[:9]]
+  raw = np.array([[G.architecture_counts(gm.spec)[c] for c in labels.NET_COLUMNS[:9]]
                   for gm in gms])
   np.testing.assert_allclose(gt.denormalize(cont), raw, rtol=1e-5)
   np.testing.assert_array_equal(gt.net[:, 9:], [G.discrete_labels(gm.spec) for gm in gms])
@@ -194,7 +194,7 @@ def test_tiny_zoo_round_trips_through_the_dataset_builder(tiny_zoo, tmp_path):
   _, out = tiny_zoo
   data = builder.prepare(os.path.join(out, "gms"), out, "zoo", str(tmp_path / "tfds"),
                          shards_per_gm=1)
-  gt = hparams.load_ground_truth(out, "zoo")
+  gt = labels.load_ground_truth(out, "zoo")
   assert data.gt.names == gt.names
   for name in gt.names:
     row = gt.row(name)

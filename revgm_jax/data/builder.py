@@ -1,7 +1,7 @@
 """TFRecord shards of a published-layout GM folder, built once per content (TFDS builder).
 
 Input: `IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp` plus a label directory (`gm_index.csv` and the
-ground-truth tables of a space, see `hparams.load_ground_truth`). The published RED116 images
+ground-truth tables of a space, see `labels.load_ground_truth`). The published RED116 images
 and our zoo (`ZOO_OUT/gms/`, labels in `ZOO_OUT/`) have this layout.
 
 Split design: **one TFDS split per GM** (named `gm_<row>`; examples in sorted file order). Every
@@ -36,7 +36,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.data import images
 
 NAME = "revgm_images"
@@ -58,7 +58,7 @@ def split_name(row: int) -> str:
   return f"gm_{row}"
 
 
-def scan_image_dir(image_dir: str, gt: hparams.GroundTruth) -> list[GMFolder]:
+def scan_image_dir(image_dir: str, gt: labels.GroundTruth) -> list[GMFolder]:
   """Lists the GM folders of `image_dir` and their image files, checking them against `gt`."""
   if not os.path.isdir(image_dir):
     raise DataError(f"image directory {image_dir} does not exist")
@@ -71,7 +71,7 @@ def scan_image_dir(image_dir: str, gt: hparams.GroundTruth) -> list[GMFolder]:
   unknown = [n for n in names if n not in known]
   if unknown:
     raise DataError(f"GM folder(s) {', '.join(os.path.join(image_dir, n) for n in unknown)} "
-                    f"not in the GM index ({hparams.INDEX_FILE} of the labels, {len(known)} GMs, "
+                    f"not in the GM index ({labels.INDEX_FILE} of the labels, {len(known)} GMs, "
                     f"e.g. {', '.join(gt.names[:3])}); rename or remove the folder, or add the GM "
                     "to the index and tables")
   folders = []
@@ -85,7 +85,7 @@ def scan_image_dir(image_dir: str, gt: hparams.GroundTruth) -> list[GMFolder]:
   return folders
 
 
-def fingerprint(image_dir: str, labels_dir: str, space: hparams.Space,
+def fingerprint(image_dir: str, labels_dir: str, space: labels.Space,
                 folders: list[GMFolder], shards_per_gm: int) -> str:
   """Hash of everything a build depends on (file stats stand in for image contents)."""
   h = hashlib.sha256(f"{RevgmImages.VERSION}|{space.name}|{shards_per_gm}".encode())
@@ -94,8 +94,8 @@ def fingerprint(image_dir: str, labels_dir: str, space: hparams.Space,
     for f in gm.files:
       st = os.stat(os.path.join(image_dir, gm.name, f))
       h.update(f"|{f}:{st.st_size}:{st.st_mtime_ns}".encode())
-  files = hparams.LABEL_FILES[space.name]
-  for f in (hparams.INDEX_FILE, files["net"], files["loss"], files["group"]):
+  files = labels.LABEL_FILES[space.name]
+  for f in (labels.INDEX_FILE, files["net"], files["loss"], files["group"]):
     with open(os.path.join(labels_dir, f), "rb") as fh:
       h.update(hashlib.sha256(fh.read()).digest())
   return h.hexdigest()
@@ -135,13 +135,13 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
     self._progress = progress
 
   def _info(self) -> tfds.core.DatasetInfo:
-    space = hparams.get_space(self.builder_config.space)
+    space = labels.get_space(self.builder_config.space)
     return self.dataset_info_from_configs(
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(None, None, 3), encoding_format="png"),
             "gm_name": tfds.features.Text(),
             "gm_row": np.int32,
-            "net": tfds.features.Tensor(shape=(hparams.NUM_NET,), dtype=np.float32),
+            "net": tfds.features.Tensor(shape=(labels.NUM_NET,), dtype=np.float32),
             "loss": tfds.features.Tensor(shape=(space.num_loss_types,), dtype=np.int32),
             "loss_group": tfds.features.Tensor(shape=(space.num_groups,), dtype=np.int32),
             "id": np.int32,
@@ -155,12 +155,12 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     cfg = self.builder_config
-    gt = hparams.load_ground_truth(cfg.labels_dir, cfg.space)
+    gt = labels.load_ground_truth(cfg.labels_dir, cfg.space)
     first_id = np.cumsum([0] + [len(gm.files) for gm in cfg.folders])
     return {split_name(gm.row): self._generate_examples(gm, gt, int(first_id[i]))
             for i, gm in enumerate(cfg.folders)}
 
-  def _generate_examples(self, gm: GMFolder, gt: hparams.GroundTruth, first_id: int):
+  def _generate_examples(self, gm: GMFolder, gt: labels.GroundTruth, first_id: int):
     folder = os.path.join(self.builder_config.image_dir, gm.name)
     paths = [os.path.join(folder, f) for f in gm.files]
     converted, min_h, min_w = {}, (np.inf, ""), (np.inf, "")
@@ -196,7 +196,7 @@ class FileSlice:
 class PreparedData:
   """A finished build: what the input pipeline reads."""
   builder: RevgmImages
-  gt: hparams.GroundTruth
+  gt: labels.GroundTruth
   image_dir: str
 
   @property
@@ -251,8 +251,8 @@ def prepare(image_dir: str, labels_dir: str, space: str, data_dir: str = "",
   image_dir = os.path.abspath(image_dir)
   labels_dir = os.path.abspath(labels_dir or image_dir)
   data_dir = os.path.abspath(data_dir or default_data_dir())
-  space_obj = hparams.get_space(space)
-  gt = hparams.load_ground_truth(labels_dir, space_obj)
+  space_obj = labels.get_space(space)
+  gt = labels.load_ground_truth(labels_dir, space_obj)
   folders = scan_image_dir(image_dir, gt)
   num_shards = min([shards_per_gm] + [len(gm.files) for gm in folders]) if shards_per_gm else None
   digest = fingerprint(image_dir, labels_dir, space_obj, folders, shards_per_gm)

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from revgm_jax.evaluation import metrics
-from revgm_jax.hparams import Space
+from revgm_jax.labels import Space
 
 
 def disjoint_groups(gm_rows: np.ndarray, k: int, seed: int = 0) -> np.ndarray:

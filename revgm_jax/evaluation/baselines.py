@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from revgm_jax.hparams import NUM_CONTINUOUS, GroundTruth
+from revgm_jax.labels import NUM_CONTINUOUS, GroundTruth
 
 
 def label_predictions(gt: GroundTruth, rows: np.ndarray) -> dict:

@@ -27,7 +27,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 
-from revgm_jax.hparams import NUM_CONTINUOUS, Space
+from revgm_jax.labels import NUM_CONTINUOUS, Space
 
 HEADLINE = ("cont_l1", "net_acc", "net_f1", "loss_acc", "loss_f1", "loss_auc",
             "group_acc", "group_f1", "group_auc")

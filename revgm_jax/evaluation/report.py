@@ -22,7 +22,7 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from revgm_jax.hparams import Space  # noqa: E402
+from revgm_jax.labels import Space  # noqa: E402
 
 METHOD_NAMES = {"model": "model (ours)", "model_mean_fingerprint": "model, mean of fingerprints",
                 "random_gt": "random ground truth",

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
-from revgm_jax.hparams import Space
+from revgm_jax.labels import Space
 
 HEAD_ACTIVATIONS = ("logits", "official")
 
@@ -65,7 +65,7 @@ def parsing_loss(outputs: dict, batch: dict, class_weights: dict,
 
   outputs: the model's logits {"cont": [B, 9], "disc": 6 x [B, k], "group": [B, G, 2],
   "loss": [B, L, 2]}; batch: {"net": [B, 15], "loss": [B, L], "loss_group": [B, G],
-  "mask": [B] bool (optional, default all True)}; class_weights: hparams.class_weights.
+  "mask": [B] bool (optional, default all True)}; class_weights: labels.class_weights.
   Returns (w_cont cont + w_disc disc + w_group group + w_loss loss, terms) where terms holds
   the four family sums "cont", "disc", "group", "loss", every single head term
   ("disc/<name>", "group/<name>", "loss/<name>") and the total "parsing".

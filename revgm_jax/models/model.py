@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
-from revgm_jax.hparams import Space
+from revgm_jax.labels import Space
 from revgm_jax.models.fen import FEN
 from revgm_jax.models.parser import Parser
 

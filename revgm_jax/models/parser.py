@@ -5,7 +5,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from revgm_jax.hparams import Space
+from revgm_jax.labels import Space
 from revgm_jax.models.layers import TORCH_DEFAULT_KERNEL, Conv3x3, torch_bias_init
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.zoo import plan as P
 from revgm_jax.zoo import presets, real
 from revgm_jax.zoo.generators import Generator, init_variables, variable_shapes
@@ -200,12 +200,12 @@ def _finalize(cfg, plan: list[P.GMPlan], out_dir: str, wall: float) -> dict:
     crops, _ = real.random_crops(cfg.real_images, cfg.image_size, _seed(cfg, 2))
     _write_folder(real_dir, crops)
   gt, native = P.ground_truth(plan)
-  hparams.write_ground_truth(out_dir, gt, native)
+  labels.write_ground_truth(out_dir, gt, native)
   records = []
   for gm in plan:
     with open(os.path.join(out_dir, META_DIR, gm.name + ".json")) as f:
       records.append(json.load(f))
-  space = hparams.ZOO
+  space = labels.ZOO
   summary = {
       "preset": cfg.preset, "config_hash": config_hash(cfg), "image_size": cfg.image_size,
       "num_gms": len(plan), "num_trained_gms": sum(gm.trained for gm in plan),

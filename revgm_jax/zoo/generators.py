@@ -13,7 +13,7 @@ Up-sampling kinds: `transposed` (4x4 stride-2 transposed conv, computed in its s
 (interpolation + 3x3 conv). Channels halve per block: C_b = min(width * 2^(num_blocks - b),
 max_channels).
 
-Label columns of the "zoo" space (`revgm_jax.hparams.ZOO`); every count is read off the built
+Label columns of the "zoo" space (`revgm_jax.labels.ZOO`); every count is read off the built
 model by `architecture_counts` (module calls recorded while tracing `init`, parameter shapes),
 never typed by hand:
 

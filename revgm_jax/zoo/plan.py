@@ -12,12 +12,12 @@ import math
 
 import numpy as np
 
-from revgm_jax import hparams
+from revgm_jax import labels
 from revgm_jax.zoo import generators as G
 from revgm_jax.zoo import losses as L
 from revgm_jax.zoo.nets import TRUNKS
 
-LOSS_NAMES = hparams.ZOO.loss_names
+LOSS_NAMES = labels.ZOO.loss_names
 NUM_TEST_SETS = 4
 RANDOM_FAMILY = "random_init"
 
@@ -29,7 +29,7 @@ class GMPlan:
   family: str  # random_init | gan | vae | autoencoder | mmd | classifier
   seed: int
   spec: G.GeneratorSpec
-  losses: tuple[str, ...]  # () for a random-init GM, else in hparams.ZOO.loss_names order
+  losses: tuple[str, ...]  # () for a random-init GM, else in labels.ZOO.loss_names order
   critic: str
   encoder: str
   test_set: int  # 1..4, 0 = always training
@@ -173,20 +173,20 @@ INDEX_COLUMNS = ("family", "seed", "num_blocks", "upsampling", "norm", "block_no
                  "losses", "critic", "encoder")
 
 
-def ground_truth(plan: list[GMPlan]) -> tuple[hparams.GroundTruth, dict[str, list]]:
+def ground_truth(plan: list[GMPlan]) -> tuple[labels.GroundTruth, dict[str, list]]:
   """Label tables of the zoo ("zoo" space) and the native index columns of gm_index.csv.
 
   Continuous columns are min-max normalised over the zoo (raw ranges kept in cont_min/max).
   """
-  raw = np.array([[G.architecture_counts(gm.spec)[c] for c in hparams.NET_COLUMNS[:9]]
+  raw = np.array([[G.architecture_counts(gm.spec)[c] for c in labels.NET_COLUMNS[:9]]
                   for gm in plan], np.float64)  # [N, 9]
   lo, hi = raw.min(0), raw.max(0)
   disc = np.array([G.discrete_labels(gm.spec) for gm in plan], np.float64)  # [N, 6]
   loss = np.array([[n in gm.losses for n in LOSS_NAMES] for gm in plan], np.int32)  # [N, 10]
-  group = np.stack([loss[:, list(g)].max(1) for g in hparams.ZOO.loss_groups], 1)  # [N, 3]
-  gt = hparams.GroundTruth(
-      space=hparams.ZOO, names=tuple(gm.name for gm in plan),
-      net=np.concatenate([hparams.minmax_normalize(raw, lo, hi), disc], 1).astype(np.float32),
+  group = np.stack([loss[:, list(g)].max(1) for g in labels.ZOO.loss_groups], 1)  # [N, 3]
+  gt = labels.GroundTruth(
+      space=labels.ZOO, names=tuple(gm.name for gm in plan),
+      net=np.concatenate([labels.minmax_normalize(raw, lo, hi), disc], 1).astype(np.float32),
       loss=loss, loss_group=group.astype(np.int32),
       test_set=np.array([gm.test_set for gm in plan], np.int32), cont_min=lo, cont_max=hi)
   native = {

@@ -40,7 +40,7 @@ _AVERAGE_LAST = 10  # steps the reported loss terms are averaged over
 class TrainSetup:
   """Static description of one GM's training (hashable: it keys the jit cache)."""
   spec: GeneratorSpec
-  losses: tuple[str, ...]  # names from hparams.ZOO.loss_names
+  losses: tuple[str, ...]  # names from labels.ZOO.loss_names
   critic: str  # nets.TRUNKS key of the discriminator and the auxiliary classifier
   encoder: str  # nets.TRUNKS key of the encoder
   num_classes: int  # pseudo-label classes of the auxiliary classifier

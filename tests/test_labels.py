@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from revgm_jax import hparams
+from revgm_jax import labels
 
 
 def test_every_shared_file_loads_with_documented_shape(red116_dir):
@@ -38,7 +38,7 @@ def test_every_shared_file_loads_with_documented_shape(red116_dir):
 
 
 def test_red116_names_map_to_index_rows_not_sorted_order(red116_dir):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   with open(red116_dir / "gm_index.csv") as f:
     index = list(csv.DictReader(f))
   assert len(gt) == 116
@@ -51,19 +51,19 @@ def test_red116_names_map_to_index_rows_not_sorted_order(red116_dir):
 
 
 def test_raw_ranges_reproduce_normalised_table(red116_dir):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   np.testing.assert_allclose(gt.cont_min, [1, 0, 0, 0, 0, 0, 0, 0, 300304])
   np.testing.assert_allclose(gt.cont_max, [105, 92, 40, 35, 57, 8365, 15, 20, 266907367])
   with open(red116_dir / "red140_net_arch_raw.csv") as f:
     raw = np.array([[float(v) for v in r[2:11]] for r in list(csv.reader(f))[1:117]])
-  norm = hparams.minmax_normalize(raw, gt.cont_min, gt.cont_max)
+  norm = labels.minmax_normalize(raw, gt.cont_min, gt.cont_max)
   agree = np.all(np.abs(norm - gt.net[:, :9]) < 1e-4, axis=1)
   assert agree.sum() == 110  # the README's 6 LGPN-edited rows differ
   np.testing.assert_allclose(gt.denormalize(norm), raw, rtol=1e-9)
 
 
 def test_coarse_flags_are_or_of_fine_flags_except_srflow(red116_dir):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   fine_or = np.stack([gt.loss[:, list(g)].max(1) for g in gt.space.loss_groups], 1)
   bad = np.nonzero(np.any(fine_or != gt.loss_group, axis=1))[0]
   assert [gt.names[i] for i in bad] == ["SRFLOW"]
@@ -72,20 +72,20 @@ def test_coarse_flags_are_or_of_fine_flags_except_srflow(red116_dir):
 
 
 def test_class_counts_match_published_tables(red116_dir):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   counts = [np.bincount(gt.net[:, 9 + j].astype(int)).tolist() for j in range(6)]
   assert counts == [[72, 19, 19, 6], [10, 74, 8, 24], [15, 74, 24, 3], [80, 36], [39, 77], [67, 49]]
-  w = hparams.class_weights(gt)  # over all GMs, as the official code
+  w = labels.class_weights(gt)  # over all GMs, as the official code
   np.testing.assert_allclose(w["disc"][0], 116 / np.array([72, 19, 19, 6]), rtol=1e-6)
   np.testing.assert_allclose(w["group"][0], 116 / np.array([51, 65]), rtol=1e-6)
   assert gt.loss.sum(0).tolist() == [45, 21, 14, 4, 45, 14, 14, 6, 11, 49]
 
 
 def test_class_weights_count_training_gms_only(red116_dir):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
-  split = hparams.split_gms(gt, test_set=2)
+  gt = labels.load_ground_truth(red116_dir, "red116")
+  split = labels.split_gms(gt, test_set=2)
   rows = gt.rows(split["train"])
-  w = hparams.class_weights(gt, rows)
+  w = labels.class_weights(gt, rows)
   counts = np.bincount(gt.net[rows, 9].astype(int), minlength=4)
   np.testing.assert_allclose(w["disc"][0], len(rows) / counts, rtol=1e-6)
   assert len(rows) == 104
@@ -93,12 +93,12 @@ def test_class_weights_count_training_gms_only(red116_dir):
 
 def test_leave_out_sets_and_trivial_baselines(red116_dir):
   """DESIGN.md 8.4: training-mean / majority predictors on each test set."""
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   expected = {1: (0.140, 0.67, 0.36, 0.63), 2: (0.150, 0.64, 0.33, 0.59),
               3: (0.183, 0.58, 0.28, 0.58), 4: (0.148, 0.54, 0.27, 0.55)}
   seen = set()
   for k, (l1_ref, acc_ref, f1_ref, loss_f1_ref) in expected.items():
-    split = hparams.split_gms(gt, test_set=k)
+    split = labels.split_gms(gt, test_set=k)
     assert len(split["test"]) == 12 and not seen & set(split["test"])
     seen |= set(split["test"])
     tr, te = gt.rows(split["train"]), gt.rows(split["test"])
@@ -120,58 +120,58 @@ def test_leave_out_sets_and_trivial_baselines(red116_dir):
 
 
 def test_v1_tables_use_their_own_rows(red116_dir):
-  gt = hparams.load_ground_truth(red116_dir, "v1")
+  gt = labels.load_ground_truth(red116_dir, "v1")
   assert len(gt) == 100 and gt.space.num_loss_types == 8 and gt.space.num_groups == 3
   assert "PIXELCNN" not in gt.names
   assert gt.space.loss_groups == ((0, 1, 2, 3), (4, 5, 6), (7,))
 
 
 def test_validation_gms_are_training_gms(red116_dir):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
-  s = hparams.split_gms(gt, test_set=3, num_val_gms=8, seed=5)
+  gt = labels.load_ground_truth(red116_dir, "red116")
+  s = labels.split_gms(gt, test_set=3, num_val_gms=8, seed=5)
   assert len(s["val"]) == 8 and len(s["train"]) == 96
   assert not set(s["val"]) & set(s["test"]) and not set(s["val"]) & set(s["train"])
-  assert s == hparams.split_gms(gt, test_set=3, num_val_gms=8, seed=5)
-  explicit = hparams.split_gms(gt, test_gms=["AAE", "YLG"])
+  assert s == labels.split_gms(gt, test_set=3, num_val_gms=8, seed=5)
+  explicit = labels.split_gms(gt, test_gms=["AAE", "YLG"])
   assert explicit["test"] == ["AAE", "YLG"] and len(explicit["train"]) == 114
   with pytest.raises(KeyError, match="NOT_A_GM"):
-    hparams.split_gms(gt, test_gms=["NOT_A_GM"])
+    labels.split_gms(gt, test_gms=["NOT_A_GM"])
 
 
 def _write_labels(tmp_path, gt, **changes):
   d = tmp_path / "labels"
-  hparams.write_ground_truth(d, gt)
-  files = hparams.LABEL_FILES[gt.space.name]
+  labels.write_ground_truth(d, gt)
+  files = labels.LABEL_FILES[gt.space.name]
   for key, arr in changes.items():
     np.save(d / files[key], arr)
   return d
 
 
 def test_bad_tables_get_clear_errors(red116_dir, tmp_path):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
+  gt = labels.load_ground_truth(red116_dir, "red116")
   net = gt.net.astype(np.float64).copy()
   net[3, 2] = np.nan
   with pytest.raises(ValueError, match=r"ground_truth_net_116_15dim.npy.*non-finite.*row 3, column 2"):
-    hparams.load_ground_truth(_write_labels(tmp_path / "a", gt, net=net), "red116")
+    labels.load_ground_truth(_write_labels(tmp_path / "a", gt, net=net), "red116")
   with pytest.raises(ValueError, match=r"shape \(116, 9\), expected \(116, 10\)"):
-    hparams.load_ground_truth(_write_labels(tmp_path / "b", gt, loss=gt.loss[:, :9]), "red116")
+    labels.load_ground_truth(_write_labels(tmp_path / "b", gt, loss=gt.loss[:, :9]), "red116")
   bad = gt.net.astype(np.float64).copy()
   bad[0, 9] = 7
   with pytest.raises(ValueError, match="normalization_type"):
-    hparams.load_ground_truth(_write_labels(tmp_path / "c", gt, net=bad), "red116")
+    labels.load_ground_truth(_write_labels(tmp_path / "c", gt, net=bad), "red116")
   with pytest.raises(FileNotFoundError, match="gm_index.csv"):
-    hparams.load_ground_truth(tmp_path / "missing", "red116")
+    labels.load_ground_truth(tmp_path / "missing", "red116")
   with pytest.raises(ValueError, match="unknown hyperparameter space"):
-    hparams.get_space("v3")
+    labels.get_space("v3")
 
 
 def test_write_then_load_round_trip(red116_dir, tmp_path):
-  gt = hparams.load_ground_truth(red116_dir, "red116")
-  zoo_like = hparams.GroundTruth(space=hparams.ZOO, names=gt.names, net=gt.net, loss=gt.loss,
+  gt = labels.load_ground_truth(red116_dir, "red116")
+  zoo_like = labels.GroundTruth(space=labels.ZOO, names=gt.names, net=gt.net, loss=gt.loss,
                                  loss_group=gt.loss_group, test_set=gt.test_set,
                                  cont_min=gt.cont_min, cont_max=gt.cont_max)
-  hparams.write_ground_truth(tmp_path, zoo_like)
-  back = hparams.load_ground_truth(tmp_path, "zoo")
+  labels.write_ground_truth(tmp_path, zoo_like)
+  back = labels.load_ground_truth(tmp_path, "zoo")
   assert back.names == gt.names
   np.testing.assert_array_equal(back.net, gt.net)
   np.testing.assert_array_equal(back.test_set, gt.test_set)
