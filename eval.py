@@ -2,7 +2,7 @@ r"""Evaluates trained model-parsing workdirs and writes their reports (the work 
 revgm_jax/evaluation/run.py).
 
   python eval.py --workdir ./workdir                  # -> ./workdir/report/
-  python eval.py --workdir W --checkpoint W/checkpoints/1500 --split val --out_dir /tmp/r
+  python eval.py --workdir W --checkpoint W/latest/1500 --split val --out_dir /tmp/r
   python eval.py --workdir W --random_gt_workdir W_rgt   # adds the random-ground-truth row
   python eval.py --workdir set1 --workdir set2 --workdir set3 --workdir set4 \
       --summary_dir ./summary                          # + mean ± std over the leave-out sets
@@ -25,8 +25,8 @@ _CONFIG = cli_flags.define_config_file(
 _WORKDIR = flags.DEFINE_multi_string("workdir", None, "Training workdir(s) to evaluate.",
                                      required=True)
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "", "WORKDIR/best, WORKDIR/checkpoints or WORKDIR/checkpoints/STEP "
-    "(default: config.eval.which of the workdir).")
+    "checkpoint", "", "WORKDIR/best[/STEP] or WORKDIR/latest[/STEP] (default: the workdir's "
+    "config.eval.which manager).")
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "val"], "GM split to evaluate.")
 _RANDOM_GT = flags.DEFINE_string(
     "random_gt_workdir", None, "Workdir of the same run trained with "
@@ -48,28 +48,28 @@ def main(argv):
     raise app.UsageError("--out_dir and --checkpoint apply to a single --workdir")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF only reads data here (JAX_NOTES 3g)
-  from revgm_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from revgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
 
   for workdir in workdirs:
-    if not os.path.exists(os.path.join(workdir, checkpointing.CONFIG_FILE)):
+    if not workdir_lib.is_workdir(workdir):
       raise app.UsageError(f"--workdir {workdir} is not a training workdir (no "
-                           f"{checkpointing.CONFIG_FILE})")
+                           f"{workdir_lib.CONFIG_FILE})")
   per_set = {}
   for workdir in workdirs:
     if _SUMMARY_ONLY.value:
-      path = os.path.join(workdir, run.REPORT_DIR, "metrics.json")
+      path = os.path.join(workdir_lib.report_dir(workdir), "metrics.json")
       if not os.path.exists(path):
         raise app.UsageError(f"--summary_only: {path} does not exist; evaluate {workdir} first")
       with open(path) as f:
         results = json.load(f)
     else:
-      config = _CONFIG.value or checkpointing.load_config(workdir)
+      config = _CONFIG.value or workdir_lib.load_config(workdir)
       if _RANDOM_GT.value is not None:
         config.eval.random_gt_workdir = _RANDOM_GT.value
-      results = run.evaluate_workdir(config, workdir, split=_SPLIT.value,
-                                     checkpoint=_CHECKPOINT.value, out_dir=_OUT_DIR.value)
-      out = _OUT_DIR.value or os.path.join(workdir, run.REPORT_DIR)
+      results = run.evaluate_checkpoint(config, _CHECKPOINT.value or workdir, split=_SPLIT.value,
+                                        out_dir=_OUT_DIR.value)
+      out = _OUT_DIR.value or workdir_lib.report_dir(workdir)
       print(f"{workdir}: report in {out}", flush=True)
     name = results["name"]
     per_set[name if name not in per_set else f"{name} ({os.path.basename(workdir)})"] = results

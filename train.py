@@ -12,9 +12,11 @@ checkpoint.
 
 import os
 
-from absl import app, flags, logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up lines
 
-from revgm_jax import cli_flags
+from absl import app, flags, logging  # noqa: E402
+
+from revgm_jax import cli_flags  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 
@@ -31,19 +33,25 @@ def main(argv):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   from revgm_jax import train_lib
+  from revgm_jax.evaluation import report
 
   workdir = os.path.abspath(_WORKDIR.value)
+  os.makedirs(workdir, exist_ok=True)
+  # A quiet console: log lines go to WORKDIR/train.INFO (warnings also to stderr; --logtostderr
+  # or --alsologtostderr bring everything back to the terminal).
+  logging.get_absl_handler().use_absl_log_file("train", workdir)
   logging.info("workdir: %s", workdir)
-  print(f"workdir: {workdir}", flush=True)
+  print(f"workdir: {workdir} (log: {os.path.join(workdir, 'train.INFO')})", flush=True)
   results = train_lib.train_and_evaluate(_CONFIG.value, workdir)
   if "preempted_at" in results:
     print(f"preempted: saved step {results['preempted_at']} in {workdir}; rerun the same "
           "command to resume", flush=True)
     return
-  print(train_lib.results_table(results), flush=True)
-  print(f"\nworkdir: {workdir} (results.json, report/, checkpoints/, best/, TensorBoard events)",
+  print(report.results_table(results), flush=True)
+  print(f"\nworkdir: {workdir} (results.json, report/, latest/, best/, TensorBoard events)",
         flush=True)
 
 
 if __name__ == "__main__":
+  flags.FLAGS.set_default("stderrthreshold", "warning")
   app.run(main, flags_parser=cli_flags.parse_flags)

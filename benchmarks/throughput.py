@@ -4,7 +4,7 @@ r"""Training-step throughput: our jit(shard_map) step against a PyTorch peer, MF
   python benchmarks/throughput.py                # 64x16 and 128x32 (the two CPU targets)
   python benchmarks/throughput.py --sizes=64x16,128x32,128x64 --torch_compile --scaling
 
-Times the full model-parsing training step of `revgm_jax.train_lib.make_train_step` (FEN, the
+Times the full model-parsing training step of `revgm_jax.steps.make_train_step` (FEN, the
 four FFT constraint losses, parser, all heads, backward, Adam) at the paper's settings
 (`configs/red116.py`: 17 x 64 FEN, radius 25, Adam lr 1e-4 with L2 1e-4) on a fixed random
 batch, and the PyTorch peer of `benchmarks/torch_step.py` (the same step written from
@@ -171,20 +171,19 @@ class JaxStep:
   def __init__(self, config, devices, count_flops: bool = True):
     import jax
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
-    from revgm_jax import labels, train_lib
+    from revgm_jax import labels, sharding, steps
     from revgm_jax.models import model as model_lib
 
     self.jax = jax
     space = labels.get_space(config.data.space)
     s, b = config.image_size, config.batch_size
-    self.mesh = train_lib.make_mesh(devices)
-    model = model_lib.create_model(config, space, axis_name=train_lib.AXIS)
-    tx = train_lib.make_optimizer(config.optim)
-    step = train_lib.make_train_step(config, model, tx, space, synthetic_class_weights(space),
-                                     self.mesh)
-    self.state = train_lib.create_train_state(jax.random.key(config.seed), model, tx,
-                                              (s, s, 3), self.mesh)
+    self.mesh = sharding.make_mesh(devices)
+    model = model_lib.create_model(config, space, axis_name=sharding.AXIS)
+    tx = steps.make_optimizer(config.optim)
+    step = steps.make_train_step(config, model, tx, space, synthetic_class_weights(space),
+                                 self.mesh)
+    self.state = steps.create_train_state(jax.random.key(config.seed), model, tx,
+                                          (s, s, 3), self.mesh)
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.normal(size=(b, s, s, 3)).astype(np.float32),
@@ -197,7 +196,7 @@ class JaxStep:
         "gm_row": np.zeros((b,), np.int32),
         "mask": np.ones((b,), bool),
     }
-    self.batch = jax.device_put(batch, NamedSharding(self.mesh, P(train_lib.AXIS)))
+    self.batch = sharding.host_batch_to_global(batch, self.mesh)
     self.rng = jax.random.key(1)
     t = time.perf_counter()
     lowered = step.lower(self.state, self.batch, self.rng)
@@ -244,7 +243,7 @@ def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -
   import jax
   import numpy as np
 
-  from revgm_jax import train_lib  # noqa: F401  (imports TensorFlow: before the RSS baseline)
+  from revgm_jax import steps  # noqa: F401  (imports TensorFlow: before the RSS baseline)
 
   config = bench_config(image, batch, dtype)
   devices = jax.devices()[:1]

@@ -41,7 +41,7 @@ def main(argv):
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF only reads data (JAX_NOTES 3g)
-  from revgm_jax import checkpointing, train_lib  # pylint: disable=g-import-not-at-top
+  from revgm_jax import train_lib, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   base = _CONFIG.value
   overrides = claims.row_overrides(base)
@@ -55,12 +55,12 @@ def main(argv):
   for seed in seeds:
     for name in names:
       workdir = os.path.join(out_dir, name, f"seed{seed}")
-      results_file = os.path.join(workdir, train_lib.RESULTS_FILE)
+      results_file = workdir_lib.results_path(workdir)
       config = claims.make_config(base, overrides[name], seed)
       if name == "default" and "random_gt" in names:
         config.eval.random_gt_workdir = os.path.join(out_dir, "random_gt", f"seed{seed}")
       if os.path.exists(results_file):
-        if json.loads(config.to_json()) != checkpointing.load_config(workdir).to_dict():
+        if json.loads(config.to_json()) != workdir_lib.load_config(workdir).to_dict():
           raise app.UsageError(f"{workdir} holds a finished run of another config (code or "
                                "--config changed since); use a new --out_dir")
         logging.info("row %s seed %d: reusing %s", name, seed, results_file)

@@ -1,104 +1,26 @@
-"""Checkpoints and run metadata of a training workdir (orbax; no pickle anywhere).
+"""Orbax checkpoints of a training workdir: the resume manager and the best-on-validation one.
 
-  workdir/config.json          the run's full ConfigDict
-  workdir/labels.json          space, train/val/test GM names, class weights of the run
-  workdir/labels/              ground truth of the run's GMs (`labels.write_ground_truth` format)
-  workdir/checkpoints/<step>/  the latest `keep` train states, for resuming:
-                                 variables {params, batch_stats}, train {step, opt_state}, progress
-  workdir/best/<step>/         the step that scored best on the validation GMs: variables, progress
-
-Restores go into concrete abstract targets (`ShapeDtypeStruct`s carrying a NamedSharding over the
-*current* mesh), so a checkpoint written on 8 devices loads onto 2 or 1 (JAX_NOTES 3e: targets
-with an AbstractMesh fail). Model variables are an item of their own so that inference restores
-them without building an optimiser.
+Folder names and the run metadata beside the weights are `revgm_jax.workdir`'s. Restores go
+into concrete abstract targets (`ShapeDtypeStruct`s carrying a NamedSharding over the *current*
+mesh), so a checkpoint written on 8 devices loads onto 2 or 1 (docs/jax_notes.md, "Checkpoints").
+Model variables are an item of their own so that inference restores them without building an
+optimiser. No pickle anywhere.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import jax
-import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 from flax import serialization
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from revgm_jax import labels
-
-CHECKPOINTS = "checkpoints"
-BEST = "best"
-CONFIG_FILE = "config.json"
-LABELS_FILE = "labels.json"
-LABELS_DIR = "labels"
-
+from revgm_jax import sharding, workdir as workdir_lib
 
 def replicated_target(tree, mesh: jax.sharding.Mesh):
   """Abstract restore target: every leaf's shape and dtype, replicated over `mesh`."""
-  sharding = NamedSharding(mesh, P())
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: labels.GroundTruth,
-                   split: dict, class_weights: dict) -> None:
-  """Everything besides the weights that inference needs to rebuild and read the model."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json(indent=2))
-  info = {"space": gt.space.name, "split": {k: list(v) for k, v in split.items()},
-          "class_weights": {k: [np.asarray(w).tolist() for w in ws]
-                            for k, ws in class_weights.items()}}
-  with open(os.path.join(workdir, LABELS_FILE), "w") as f:
-    json.dump(info, f, indent=2)
-  labels.write_ground_truth(os.path.join(workdir, LABELS_DIR), gt)
-
-
-# Fields that fix the shapes of the saved state; a workdir cannot resume under other values.
-_STATE_FIELDS = ("image_size", "data.space", "model.fen_depth", "model.fen_width",
-                 "model.parser_widths", "model.fc_width", "model.branch_widths",
-                 "model.share_branch", "optim.weight_decay")
-
-
-def _get(config: dict, dotted: str):
-  for key in dotted.split("."):
-    config = config.get(key, {}) if isinstance(config, dict) else None
-  return config
-
-
-def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises if `workdir` already holds a run whose state shapes another config would not fit."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    return
-  with open(path) as f:
-    old = json.load(f)
-  new = json.loads(config.to_json())
-  diff = [f"{k}: {_get(old, k)} -> {_get(new, k)}" for k in _STATE_FIELDS
-          if _get(old, k) != _get(new, k)]
-  if diff:
-    raise ValueError(f"workdir {workdir} holds a run of another model ({'; '.join(diff)}); "
-                     "resume it with its own config.json or train in a new --workdir")
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (lists where the original had tuples)."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
-
-
-def load_run_info(workdir: str) -> tuple[dict, labels.GroundTruth]:
-  """(labels.json contents, ground truth of the run's GMs) of a training workdir."""
-  path = os.path.join(workdir, LABELS_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir")
-  with open(path) as f:
-    info = json.load(f)
-  return info, labels.load_ground_truth(os.path.join(workdir, LABELS_DIR), info["space"])
+  sharding_ = sharding.replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_), tree)
 
 
 class Checkpoints:
@@ -114,10 +36,10 @@ class Checkpoints:
         ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
         ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, CHECKPOINTS),
+        workdir_lib.checkpoint_dir(workdir, workdir_lib.LATEST),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy))
-    self.best = ocp.CheckpointManager(
-        os.path.join(workdir, BEST), options=ocp.CheckpointManagerOptions(max_to_keep=1))
+    self.best = ocp.CheckpointManager(workdir_lib.checkpoint_dir(workdir, workdir_lib.BEST),
+                                      options=ocp.CheckpointManagerOptions(max_to_keep=1))
 
   def should_save(self, step: int) -> bool:
     """True every `every_steps` steps and when a preemption notice has arrived."""
@@ -183,9 +105,7 @@ def restore_variables(workdir: str, abstract_variables, which: str = "best",
   a specific step of that manager (default: its newest). `abstract_variables` is a
   `replicated_target` of the model's variables (e.g. from `jax.eval_shape(model.init, ...)`).
   """
-  if which not in (BEST, "latest"):
-    raise ValueError(f"which must be 'best' or 'latest', got {which!r}")
-  path = os.path.join(workdir, BEST if which == BEST else CHECKPOINTS)
+  path = workdir_lib.checkpoint_dir(workdir, which)
   mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))
   step = mngr.latest_step() if step is None else step
   if step is None or step not in mngr.all_steps():

@@ -4,8 +4,10 @@ Host side (tf.data, no jnp): the shard-file slices of a split are dealt round-ro
 processes (file-level sharding), shuffled with a seed, interleaved deterministically, decoded,
 preprocessed as the official code (bilinear resize of the whole image to image_size x
 image_size, aspect not kept, then (x / 255 - mean) / std; or a random crop) and batched per host.
-Device side: each per-host batch becomes one global jax.Array per key, sharded P("data") over
-the mesh, via `jax.make_array_from_process_local_data`.
+Device side: each per-host batch becomes one global jax.Array per key, split along the mesh's
+data axis (`revgm_jax.sharding.host_batch_to_global`). `Datasets` owns iteration: the training
+stream from any step on, and one pass over a split for evaluation. The tf.data builders take
+plain values; the per-host batch size is computed once, in `Datasets`.
 
 A batch is a dict: image float32 [B, S, S, 3], net float32 [B, 15], loss int32 [B, L],
 loss_group int32 [B, G], gm_row int32 [B] (row in `Datasets.gt`; -1 for padding), id int32 [B]
@@ -22,12 +24,11 @@ from typing import Iterator
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from revgm_jax import labels
+from revgm_jax import labels, sharding
 from revgm_jax.data import builder
 
 _LABEL_KEYS = ("net", "loss", "loss_group")
@@ -72,6 +73,22 @@ def _read(slices: tf.data.Dataset, cycle_length: int) -> tf.data.Dataset:
       deterministic=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+  """How an image becomes a model input (training, evaluation and inference alike)."""
+  image_size: int
+  random_crop: bool
+  mean: float
+  std: float
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "Preprocess":
+    return cls(config.image_size, config.data.random_crop, config.data.mean, config.data.std)
+
+  def __call__(self, image: tf.Tensor, crop_seed: tf.Tensor | None = None) -> tf.Tensor:
+    return preprocess(image, self.image_size, self.random_crop, self.mean, self.std, crop_seed)
+
+
 def preprocess(image: tf.Tensor, size: int, random_crop: bool, mean: float, std: float,
                crop_seed: tf.Tensor | None = None) -> tf.Tensor:
   """uint8 [H, W, 3] -> float32 [size, size, 3], normalised.
@@ -91,8 +108,7 @@ def preprocess(image: tf.Tensor, size: int, random_crop: bool, mean: float, std:
   return (image / 255.0 - mean) / std
 
 
-def _decoder(data: builder.PreparedData, config: ml_collections.ConfigDict,
-             label_rows: np.ndarray | None):
+def _decoder(data: builder.PreparedData, prep: Preprocess, label_rows: np.ndarray | None):
   """serialized example (+ crop seed) -> dict of the batch keys for one example."""
   features = data.builder.info.features
   gt = data.gt
@@ -102,9 +118,8 @@ def _decoder(data: builder.PreparedData, config: ml_collections.ConfigDict,
 
   def decode(serialized, crop_seed=None):
     ex = features.deserialize_example(serialized)
-    out = {"image": preprocess(ex["image"], config.image_size, config.data.random_crop,
-                               config.data.mean, config.data.std, crop_seed),
-           "gm_row": ex["gm_row"], "id": ex["id"], "mask": tf.constant(True)}
+    out = {"image": prep(ex["image"], crop_seed), "gm_row": ex["gm_row"], "id": ex["id"],
+           "mask": tf.constant(True)}
     for k in _LABEL_KEYS:
       out[k] = ex[k] if tables is None else tf.gather(tables[k], ex["gm_row"])
     return out
@@ -119,63 +134,55 @@ def _options() -> tf.data.Options:
   return options
 
 
-def _per_host_batch(global_batch: int, process_count: int, name: str) -> int:
-  if global_batch % process_count:
-    raise ValueError(f"config.{name}={global_batch} is not divisible by the {process_count} "
-                     "processes")
-  return global_batch // process_count
-
-
-def train_dataset(data: builder.PreparedData, gm_names: list[str],
-                  config: ml_collections.ConfigDict, *, process_index: int,
-                  process_count: int, label_rows: np.ndarray | None = None) -> tf.data.Dataset:
-  """Infinite, seeded, shuffled per-host batches of the images of `gm_names`."""
-  batch = _per_host_batch(config.batch_size, process_count, "batch_size")
-  if config.data.random_crop:
-    data.check_min_size(gm_names, config.image_size)
-  slices = data.file_slices(gm_names, config.data.max_images_per_gm)
+def train_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size: int,
+                  prep: Preprocess, seed: int, shuffle_buffer: int, max_images_per_gm: int,
+                  process_index: int, process_count: int,
+                  label_rows: np.ndarray | None = None) -> tf.data.Dataset:
+  """Infinite, seeded, shuffled batches of `batch_size` (this host's share) of `gm_names`."""
+  if prep.random_crop:
+    data.check_min_size(gm_names, prep.image_size)
+  slices = data.file_slices(gm_names, max_images_per_gm)
   mine = host_slices(slices, process_index, process_count)
   if not mine:
     raise ValueError(f"{len(slices)} shard files cannot feed {process_count} processes; set "
                      "config.data.shards_per_gm to at least "
                      f"{math.ceil(process_count / max(1, len(gm_names)))}")
-  seed = config.seed
   ds = _slice_dataset(mine).shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat()
   ds = _read(ds, min(len(mine), _MAX_OPEN_FILES))
-  ds = ds.shuffle(config.data.shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
-  decode = _decoder(data, config, label_rows)
+  ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+  decode = _decoder(data, prep, label_rows)
   host_seed = tf.constant(seed * 4099 + process_index, tf.int64)  # crops differ across hosts
   ds = ds.enumerate().map(lambda i, x: decode(x, tf.stack([host_seed, i])),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())
+  return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(
+      _options())
 
 
-def eval_dataset(data: builder.PreparedData, gm_names: list[str],
-                 config: ml_collections.ConfigDict, *, max_per_gm: int, process_index: int,
-                 process_count: int, label_rows: np.ndarray | None = None
-                 ) -> tuple[tf.data.Dataset, int]:
-  """One pass over every image of `gm_names`, padded so every process yields the same number
-  of full batches; returns (per-host batches, number of batches)."""
-  batch = _per_host_batch(config.eval_batch_size, process_count, "eval_batch_size")
-  if config.data.random_crop:
-    data.check_min_size(gm_names, config.image_size)
+def eval_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size: int,
+                 prep: Preprocess, max_per_gm: int, process_index: int, process_count: int,
+                 label_rows: np.ndarray | None = None) -> tuple[tf.data.Dataset, int]:
+  """One pass over the first `max_per_gm` (0: all) images of each GM of `gm_names`, in
+  batches of `batch_size` (this host's share) padded so every process yields the same number
+  of full batches; returns (host batches, number of batches)."""
+  if prep.random_crop:
+    data.check_min_size(gm_names, prep.image_size)
   slices = data.file_slices(gm_names, max_per_gm)
   counts = [sum(s.take for s in host_slices(slices, p, process_count))
             for p in range(process_count)]
-  num_batches = math.ceil(max(counts) / batch)
+  num_batches = math.ceil(max(counts) / batch_size)
   mine = host_slices(slices, process_index, process_count)
-  decode = _decoder(data, config, label_rows)
+  decode = _decoder(data, prep, label_rows)
   ds = _read(_slice_dataset(mine), min(len(mine), _MAX_OPEN_FILES)).map(
       decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   space = data.gt.space
-  s = config.image_size
+  s = prep.image_size
   pad = tf.data.Dataset.from_tensors({
       "image": tf.zeros([s, s, 3], tf.float32), "gm_row": tf.constant(-1, tf.int32),
       "id": tf.constant(-1, tf.int32), "mask": tf.constant(False),
       "net": tf.zeros([labels.NUM_NET], tf.float32),
       "loss": tf.zeros([space.num_loss_types], tf.int32),
       "loss_group": tf.zeros([space.num_groups], tf.int32)}).repeat()
-  ds = ds.concatenate(pad).take(num_batches * batch).batch(batch, drop_remainder=True)
+  ds = ds.concatenate(pad).take(num_batches * batch_size).batch(batch_size, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches
 
 
@@ -188,95 +195,107 @@ def shuffled_label_rows(gt: labels.GroundTruth, train_gms: list[str], seed: int)
   return rows
 
 
-def to_global(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-  """Per-host numpy batch -> global jax.Arrays sharded over the mesh's "data" axis."""
-  sharding = NamedSharding(mesh, P("data"))
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
 @dataclasses.dataclass
 class Datasets:
-  """The data of one experiment: labels, GM split, class weights and batch iterators."""
-  config: ml_collections.ConfigDict
+  """The data of one experiment: labels, GM split, class weights, and its batches.
+
+  Batch sizes are global (config.batch_size, config.eval_batch_size); each process reads its
+  share of the shard files and contributes global_batch / process_count rows of each batch.
+  """
   data: builder.PreparedData
   split: dict[str, list[str]]  # {"train", "val", "test"} -> GM names
   class_weights: dict[str, list[np.ndarray]]
   mesh: jax.sharding.Mesh
   label_rows: np.ndarray | None  # shuffled training labels (config.data.shuffle_labels)
+  prep: Preprocess
+  batch_size: int  # global
+  eval_batch_size: int  # global
+  seed: int
+  shuffle_buffer: int
+  max_images_per_gm: int  # 0 = all; config.data.max_images_per_gm
+  max_test_images_per_gm: int  # 0 = as max_images_per_gm; config.eval.max_images_per_gm
 
   @property
   def gt(self) -> labels.GroundTruth:
     return self.data.gt
 
-  def max_images_per_gm(self, split_name: str) -> int:
-    """config.data.max_images_per_gm, or config.eval.max_images_per_gm for the test split."""
-    if split_name == "test" and self.config.eval.max_images_per_gm > 0:
-      return self.config.eval.max_images_per_gm
-    return self.config.data.max_images_per_gm
+  def _max_per_gm(self, split_name: str) -> int:
+    if split_name == "test" and self.max_test_images_per_gm > 0:
+      return self.max_test_images_per_gm
+    return self.max_images_per_gm
+
+  def _gms(self, split_name: str) -> list[str]:
+    if split_name not in self.split:
+      raise ValueError(f"unknown split {split_name!r}; known: {sorted(self.split)}")
+    return self.split[split_name]
 
   def num_images(self, split_name: str) -> int:
-    return self.data.num_images(self.split[split_name], self.max_images_per_gm(split_name))
+    return self.data.num_images(self._gms(split_name), self._max_per_gm(split_name))
 
   @property
   def num_train_images(self) -> int:
     return self.num_images("train")
 
-  def _labels(self, split_name: str) -> np.ndarray | None:
-    return self.label_rows if split_name == "train" else None
-
   def train_dataset(self, process_index: int | None = None,
                     process_count: int | None = None) -> tf.data.Dataset:
-    """Host-level training batches (per-host batch = config.batch_size / process_count)."""
+    """This host's training batches (default: this process of the running cluster)."""
+    index, count = _process(process_index, process_count)
     return train_dataset(
-        self.data, self.split["train"], self.config,
-        process_index=jax.process_index() if process_index is None else process_index,
-        process_count=jax.process_count() if process_count is None else process_count,
+        self.data, self.split["train"], batch_size=self.batch_size // count, prep=self.prep,
+        seed=self.seed, shuffle_buffer=self.shuffle_buffer,
+        max_images_per_gm=self.max_images_per_gm, process_index=index, process_count=count,
         label_rows=self.label_rows)
 
   def eval_dataset(self, split_name: str, process_index: int | None = None,
-                   process_count: int | None = None) -> tuple[tf.data.Dataset, int]:
-    """Host-level padded evaluation batches of a split and their number."""
-    if split_name not in self.split:
-      raise ValueError(f"unknown split {split_name!r}; known: {sorted(self.split)}")
+                   process_count: int | None = None, max_per_gm: int | None = None
+                   ) -> tuple[tf.data.Dataset, int]:
+    """This host's padded evaluation batches of a split and their number.
+
+    max_per_gm: the first images of each GM (None: the split's own cap, 0: all).
+    """
+    index, count = _process(process_index, process_count)
     return eval_dataset(
-        self.data, self.split[split_name], self.config,
-        max_per_gm=self.max_images_per_gm(split_name),
-        process_index=jax.process_index() if process_index is None else process_index,
-        process_count=jax.process_count() if process_count is None else process_count,
-        label_rows=self._labels(split_name))
+        self.data, self._gms(split_name), batch_size=self.eval_batch_size // count,
+        prep=self.prep,
+        max_per_gm=self._max_per_gm(split_name) if max_per_gm is None else max_per_gm,
+        process_index=index, process_count=count,
+        label_rows=self.label_rows if split_name == "train" else None)
 
-  def train_iter(self) -> Iterator[dict[str, jax.Array]]:
-    """Infinite global training batches; `mask` is all True."""
-    for batch in self.train_dataset().as_numpy_iterator():
-      yield to_global(batch, self.mesh)
+  def train_iter(self, start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
+    """Infinite global training batches from batch `start_step` on; `mask` is all True.
 
-  def eval_iter(self, split_name: str) -> Iterator[dict[str, jax.Array]]:
-    """Every image of a split exactly once, in global batches padded with mask=False."""
-    ds, _ = self.eval_dataset(split_name)
+    Exact resumption: the input order is a function of the seed alone, so a resumed run skips
+    the batches the interrupted run consumed (on the host, before the device transfer; they are
+    still read and decoded once more) and then sees the same stream.
+    """
+    for batch in self.train_dataset().skip(start_step).as_numpy_iterator():
+      yield sharding.host_batch_to_global(batch, self.mesh)
+
+  def eval_iter(self, split_name: str, max_per_gm: int | None = None
+                ) -> Iterator[dict[str, jax.Array]]:
+    """Every image of a split (or the first `max_per_gm` of each GM) exactly once, in global
+    batches padded with mask=False."""
+    ds, _ = self.eval_dataset(split_name, max_per_gm=max_per_gm)
     for batch in ds.as_numpy_iterator():
-      yield to_global(batch, self.mesh)
+      yield sharding.host_batch_to_global(batch, self.mesh)
 
 
-def _check_divisible(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh):
-  devices = mesh.shape["data"]
-  for name in ("batch_size", "eval_batch_size"):
-    if config[name] % devices:
-      raise ValueError(f"config.{name}={config[name]} is not divisible by the {devices} devices "
-                       "of the data mesh")
+def _process(index: int | None, count: int | None) -> tuple[int, int]:
+  return (jax.process_index() if index is None else index,
+          jax.process_count() if count is None else count)
 
 
 def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None
                  ) -> Datasets:
-  """Prepares the data of `config` and splits it by GM (DESIGN.md 8.1).
+  """Prepares the data of `config` and splits it by GM (docs/protocol.md).
 
-  mesh: a 1-D ("data",) mesh; None -> all devices. The split is drawn from the GMs that have
-  images (a GM of the index without a folder is left out with a warning).
+  mesh: the data-parallel mesh (default: `sharding.make_mesh()`). The split is drawn from the
+  GMs that have images (a GM of the index without a folder is left out with a warning).
   """
-  tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerator memory (JAX_NOTES 3g)
-  if mesh is None:
-    mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                         axis_types=(jax.sharding.AxisType.Auto,))
-  _check_divisible(config, mesh)
+  tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerator memory
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  for name in ("batch_size", "eval_batch_size"):
+    sharding.check_batch_size(config[name], mesh, name)
   # Process 0 builds first; the others then find its shards (shared data_dir) or build their own.
   if jax.process_index() == 0:
     data = prepare_data(config)
@@ -293,13 +312,17 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
                     ", ".join(absent[:10]) + (", ..." if len(absent) > 10 else ""))
   test_gms = [n.strip() for n in config.data.test_gms.split(",") if n.strip()]
   split = labels.split_gms(gt.subset(present), config.data.test_set, test_gms,
-                            config.data.num_val_gms, config.seed)
+                           config.data.num_val_gms, config.seed)
   data.check_gms(split["test"], "test")
-  rows = None if config.loss.class_weights_from == "all" else gt.rows(split["train"])
   if config.loss.class_weights_from not in ("all", "train"):
     raise ValueError(f"config.loss.class_weights_from={config.loss.class_weights_from!r}; "
                      "use 'train' or 'all'")
+  rows = None if config.loss.class_weights_from == "all" else gt.rows(split["train"])
   label_rows = (shuffled_label_rows(gt, split["train"], config.seed)
                 if config.data.shuffle_labels else None)
-  return Datasets(config=config, data=data, split=split,
-                  class_weights=labels.class_weights(gt, rows), mesh=mesh, label_rows=label_rows)
+  return Datasets(
+      data=data, split=split, class_weights=labels.class_weights(gt, rows), mesh=mesh,
+      label_rows=label_rows, prep=Preprocess.from_config(config), batch_size=config.batch_size,
+      eval_batch_size=config.eval_batch_size, seed=config.seed,
+      shuffle_buffer=config.data.shuffle_buffer, max_images_per_gm=config.data.max_images_per_gm,
+      max_test_images_per_gm=config.eval.max_images_per_gm)

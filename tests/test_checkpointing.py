@@ -10,7 +10,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from revgm_jax import checkpointing, labels
-from revgm_jax.train_lib import TrainState, make_mesh
+from revgm_jax import workdir as workdir_lib
+from revgm_jax.sharding import make_mesh
+from revgm_jax.steps import TrainState
 
 
 class _Net(nn.Module):  # any module with params and batch_stats, as the FEN has
@@ -88,22 +90,22 @@ def test_run_info_round_trip(tmp_path, red116_dir):
   split = labels.split_gms(gt, 1, num_val_gms=4, seed=1)
   weights = labels.class_weights(gt, gt.rows(split["train"]))
   config = ml_collections.ConfigDict({"seed": 1, "model": {"parser_widths": (8, 8)}})
-  checkpointing.write_run_info(str(tmp_path), config, gt, split, weights)
+  workdir_lib.write_run_info(str(tmp_path), config, gt, split, weights)
 
-  assert checkpointing.load_config(str(tmp_path)).to_dict() == {
+  assert workdir_lib.load_config(str(tmp_path)).to_dict() == {
       "seed": 1, "model": {"parser_widths": [8, 8]}}
-  checkpointing.check_same_model(str(tmp_path), config)
+  workdir_lib.check_same_model(str(tmp_path), config)
   config.seed = 2  # not a shape: resuming under it is allowed
-  checkpointing.check_same_model(str(tmp_path), config)
+  workdir_lib.check_same_model(str(tmp_path), config)
   config.model.parser_widths = (8, 16)
   with pytest.raises(ValueError, match=r"another model \(model.parser_widths: \[8, 8\] -> "
                                        r"\[8, 16\]\); .* new --workdir"):
-    checkpointing.check_same_model(str(tmp_path), config)
-  info, gt2 = checkpointing.load_run_info(str(tmp_path))
+    workdir_lib.check_same_model(str(tmp_path), config)
+  info, gt2 = workdir_lib.load_run_info(str(tmp_path))
   assert info["space"] == "red116" and info["split"] == split
   np.testing.assert_allclose(info["class_weights"]["disc"][0], weights["disc"][0])
   assert gt2.names == gt.names
   np.testing.assert_array_equal(gt2.net, gt.net)
   np.testing.assert_allclose(gt2.cont_max, gt.cont_max)
   with pytest.raises(FileNotFoundError, match="not a training workdir"):
-    checkpointing.load_config(str(tmp_path / "nothing"))
+    workdir_lib.load_config(str(tmp_path / "nothing"))

@@ -88,7 +88,7 @@ def evaluated(tiny, tmp_path_factory):
   config.eval.random_gt_workdir = twin
   config.eval.figures = True  # off in the :tiny preset
   out = str(tmp_path_factory.mktemp("report"))
-  return run.evaluate_workdir(config, workdir, out_dir=out), out, config
+  return run.evaluate_checkpoint(config, workdir, out_dir=out), out, config
 
 
 def test_evaluate_workdir_results_and_report(evaluated, red116_dir):
@@ -158,7 +158,7 @@ def test_random_gt_workdir_must_be_a_shuffled_run_of_the_same_split(tiny, tmp_pa
   config = ml_collections.ConfigDict(config.to_dict())
   config.eval.random_gt_workdir = workdir  # trained on the true labels
   with pytest.raises(ValueError, match="shuffle_labels=True"):
-    run.evaluate_workdir(config, workdir, out_dir=str(tmp_path))
+    run.evaluate_checkpoint(config, workdir, out_dir=str(tmp_path))
 
 
 def test_summary_over_sets(evaluated, tmp_path):

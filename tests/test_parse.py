@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import tiny_run
 from revgm_jax import inference, parse
+from revgm_jax import workdir as workdir_lib
 from revgm_jax.labels import RED116
 
 
@@ -93,17 +94,17 @@ def test_parse_is_the_mean_of_per_image_predictions(tiny, folder, capsys):
 
 def test_parse_text_output_and_checkpoint_paths(tiny, folder, capsys):
   workdir, _ = tiny
-  step = sorted(os.listdir(os.path.join(workdir, "checkpoints")))[-1]
-  assert parse.cli(["parse", "--checkpoint", os.path.join(workdir, "checkpoints", step),
+  step = sorted(os.listdir(os.path.join(workdir, "latest")))[-1]
+  assert parse.cli(["parse", "--checkpoint", os.path.join(workdir, "latest", step),
                     str(folder)]) == 0
   out = capsys.readouterr().out
   assert "Parsed 5 image(s) as one generator" in out and f"(latest, step {step})" in out
   for name in ("num_params", "normalization_type", "cross_entropy", "classification"):
     assert name in out
-  assert inference.resolve_checkpoint(workdir) == (workdir, "best", None)
-  assert inference.resolve_checkpoint(os.path.join(workdir, "checkpoints")) == (
+  assert workdir_lib.resolve_checkpoint(workdir) == (workdir, "best", None)
+  assert workdir_lib.resolve_checkpoint(os.path.join(workdir, "latest")) == (
       workdir, "latest", None)
-  assert inference.resolve_checkpoint(os.path.join(workdir, "checkpoints", step)) == (
+  assert workdir_lib.resolve_checkpoint(os.path.join(workdir, "latest", step)) == (
       workdir, "latest", int(step))
 
 

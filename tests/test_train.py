@@ -17,7 +17,9 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import tiny_run
-from revgm_jax import checkpointing, labels, train_lib
+from revgm_jax import checkpointing, input_pipeline, labels, sharding, steps, train_lib
+from revgm_jax import workdir as workdir_lib
+from revgm_jax.evaluation import report
 from revgm_jax.models import model as model_lib
 
 SIZE, BATCH = 16, 8
@@ -43,21 +45,21 @@ def setup(red116_dir):
     batches.append({"image": image.astype(np.float32), "net": gt.net[r], "loss": gt.loss[r],
                     "loss_group": gt.loss_group[r], "gm_row": r.astype(np.int32),
                     "mask": np.ones(BATCH, bool)})
-  model = model_lib.create_model(config, gt.space, axis_name=train_lib.AXIS)
-  mesh1 = train_lib.make_mesh(jax.devices()[:1])
+  model = model_lib.create_model(config, gt.space, axis_name=sharding.AXIS)
+  mesh1 = sharding.make_mesh(jax.devices()[:1])
   tx = optax.sgd(0.01)  # the state's optimiser for the parity tests: params move by the gradient
-  state = train_lib.create_train_state(jax.random.key(0), model, tx, (SIZE, SIZE, 3), mesh1)
+  state = steps.create_train_state(jax.random.key(0), model, tx, (SIZE, SIZE, 3), mesh1)
   return dict(config=config, space=gt.space, weights=labels.class_weights(gt), model=model,
               batches=batches, tx=tx, host_state=jax.device_get(state))
 
 
-def _run(setup, mesh, steps, tx=None):
-  """`steps` steps on `mesh` from the same initial state, the step compiled once.
+def _run(setup, mesh, num_steps, tx=None):
+  """`num_steps` steps on `mesh` from the same initial state, the step compiled once.
 
   Returns (state, host metrics of every step, compiled HLO text)."""
   tx = tx or setup["tx"]
-  step_fn = train_lib.make_train_step(setup["config"], setup["model"], tx, setup["space"],
-                                      setup["weights"], mesh)
+  step_fn = steps.make_train_step(setup["config"], setup["model"], tx, setup["space"],
+                                  setup["weights"], mesh)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   state = jax.device_put(setup["host_state"], replicated)
   if tx is not setup["tx"]:
@@ -67,7 +69,7 @@ def _run(setup, mesh, steps, tx=None):
   batches = [jax.device_put(b, sharded) for b in setup["batches"]]
   compiled = step_fn.lower(state, batches[0], rng).compile()
   history = []
-  for i in range(steps):
+  for i in range(num_steps):
     state, metrics = compiled(state, batches[i % len(batches)], rng)
     history.append(metrics)
   return state, jax.device_get(history), compiled.as_text()
@@ -76,8 +78,8 @@ def _run(setup, mesh, steps, tx=None):
 @pytest.fixture(scope="module")
 def parity(setup):
   """One step on the same global batch on 1 and on 8 devices."""
-  return (_run(setup, train_lib.make_mesh(jax.devices()[:1]), 1),
-          _run(setup, train_lib.make_mesh(), 1))
+  return (_run(setup, sharding.make_mesh(jax.devices()[:1]), 1),
+          _run(setup, sharding.make_mesh(), 1))
 
 
 def test_eight_devices_take_the_one_device_step(parity):
@@ -107,8 +109,8 @@ def test_compiled_step_gathers_no_batch(parity):
 def test_loss_goes_down(setup):
   config = setup["config"].copy_and_resolve_references()
   config.optim.lr = 3e-3
-  _, history, _ = _run(setup, train_lib.make_mesh(jax.devices()[:1]), 32,
-                       tx=train_lib.make_optimizer(config.optim))
+  _, history, _ = _run(setup, sharding.make_mesh(jax.devices()[:1]), 32,
+                       tx=steps.make_optimizer(config.optim))
   assert all(np.isfinite(h["loss"]) for h in history)
   first = {k: np.mean([h[k] for h in history[:4]]) for k in ("loss", "fen", "parsing")}
   last = {k: np.mean([h[k] for h in history[-4:]]) for k in ("loss", "fen", "parsing")}
@@ -120,9 +122,9 @@ def test_loss_goes_down(setup):
 
 def _latest_variables(workdir, config, mesh):
   model = model_lib.create_model(config, labels.get_space(config.data.space))
-  tx = train_lib.make_optimizer(config.optim)
-  target = train_lib.abstract_train_state(jax.random.key(0), model, tx,
-                                          (config.image_size,) * 2 + (3,), mesh)
+  tx = steps.make_optimizer(config.optim)
+  target = steps.abstract_train_state(jax.random.key(0), model, tx,
+                                      (config.image_size,) * 2 + (3,), mesh)
   return checkpointing.restore_variables(
       workdir, {"params": target.params, "batch_stats": target.batch_stats}, "latest")
 
@@ -133,19 +135,19 @@ def interrupted(tmp_path_factory, red116_dir):
   uninterrupted, config = tiny_run.trained(tmp_path_factory, red116_dir)
   assert (config.num_train_steps, config.checkpoint_every_steps) == (4, 2)
   workdir = str(tmp_path_factory.mktemp("interrupted"))
-  clean = train_lib.train_batches
+  clean = input_pipeline.Datasets.train_iter
 
-  def nan_at_step_3(data, start_step):
+  def nan_at_step_3(data, start_step=0):
     for i, batch in enumerate(clean(data, start_step), start=start_step):
       if i == 2:  # the batch of step 3
         batch["image"] = jnp.full_like(batch["image"], jnp.nan)
       yield batch
 
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(train_lib, "train_batches", nan_at_step_3)
+    mp.setattr(input_pipeline.Datasets, "train_iter", nan_at_step_3)
     with pytest.raises(FloatingPointError) as crash:
       train_lib.train_and_evaluate(config, workdir)
-  steps_after_crash = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+  steps_after_crash = sorted(int(d) for d in os.listdir(os.path.join(workdir, "latest"))
                              if d.isdigit())
   results = train_lib.train_and_evaluate(config, workdir)
   return dict(uninterrupted=uninterrupted, workdir=workdir, config=config, results=results,
@@ -164,7 +166,7 @@ def test_nan_guard_names_step_and_terms_and_saves_nothing_bad(interrupted):
 def test_restart_ends_with_the_uninterrupted_parameters(interrupted):
   """Resumed from step 2 (state, step counter, rng, data position), on 1 device, the restart
   ends where the uninterrupted 8-device run ended."""
-  mesh = train_lib.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   config = interrupted["config"]
   a, progress_a = _latest_variables(interrupted["uninterrupted"], config, mesh)
   b, progress_b = _latest_variables(interrupted["workdir"], config, mesh)
@@ -183,9 +185,9 @@ def test_workdir_holds_what_inference_needs(interrupted):
   assert results["val_selected"]["step"] == results["selected_step"]
   assert results["report"]["split"] == "test"
   assert results["report"]["gms"] == list(tiny_run.TEST_GMS)
-  table = train_lib.results_table(results)
-  assert "| test | last (4) |" in table and "model (ours)" in table
-  config = checkpointing.load_config(workdir)
+  table = report.results_table(results)
+  assert f"| test | best ({results['selected_step']}) |" in table and "model (ours)" in table
+  config = workdir_lib.load_config(workdir)
   assert config.to_dict() == json.loads(interrupted["config"].to_json())
 
 

@@ -216,9 +216,10 @@ class PreparedData:
   def file_slices(self, gm_names, max_per_gm: int = 0) -> list[FileSlice]:
     """Shard-file slices holding the first `max_per_gm` (0: all) images of each GM."""
     self.check_gms(gm_names, "requested")
-    out = []
+    out, info = [], self.gm_info
     for name in gm_names:
-      spec = split_name(self.gt.row(name)) + (f"[:{max_per_gm}]" if max_per_gm > 0 else "")
+      capped = 0 < max_per_gm < info[name]["num_images"]  # TFDS: no slice past the end
+      spec = split_name(self.gt.row(name)) + (f"[:{max_per_gm}]" if capped else "")
       for fi in self.builder.info.splits[spec].file_instructions:
         if fi.take > 0:
           out.append(FileSlice(os.fspath(fi.filename), fi.skip, fi.take))

@@ -98,6 +98,23 @@ def markdown(results: Mapping, space: Space) -> str:
   return "\n".join(lines) + "\n"
 
 
+def results_table(results: Mapping) -> str:
+  """What `python train.py` prints: validation metrics of the last and the selected step, the
+  evaluated test step, then the report's table of the model against the baselines."""
+  cols = (("L1 cont. ↓", "cont_l1"), ("F1 net ↑", "net_f1"), ("F1 loss ↑", "loss_f1"),
+          ("AUC loss ↑", "loss_auc"), ("score ↑", "score"), ("loss", "loss"))
+  report = results["report"]
+  rows = [("val", f"last ({results['last_step']})", results["val_last"]),
+          ("val", f"selected ({results['selected_step']})", results["val_selected"]),
+          ("test", f"{report['checkpoint']} ({report['step']})", report["methods"]["model"])]
+  lines = _table(["GMs", "step", *(c for c, _ in cols)],
+                 [[split, step, *(fmt((m or {}).get(k)) for _, k in cols)]
+                  for split, step, m in rows])
+  lines += ["", f"{report['name']} ({report['num_images']} images of {len(report['gms'])} GMs):",
+            "", *headline_table(report["methods"])]
+  return "\n".join(lines)
+
+
 def summary_markdown(per_set: Mapping[str, Mapping], combined: Mapping[str, Mapping]) -> str:
   """Several leave-out sets: one row per (set, method), then mean ± std over the sets."""
   header = ["test set", "method", *(c for c, _ in COLUMNS)]

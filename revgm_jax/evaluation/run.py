@@ -1,11 +1,12 @@
-"""Evaluation of a training workdir on a GM split: model, baselines, k-image curve, report.
+"""Evaluation of trained variables on a GM split: model, baselines, k-image curve, report.
 
-`evaluate_workdir(config, workdir, datasets=None)` is what `train_and_evaluate` calls at its end
-and what `eval.py` runs; it writes `workdir/report/` (see `report.py`) and returns the results.
-Two passes over the data:
+`evaluate_workdir` takes variables already in memory: `train_and_evaluate` passes the selected
+step's at its end, `evaluate_checkpoint` (what `eval.py` runs) restores a checkpoint first. It
+writes `WORKDIR/report/` (see `report.py`) and returns the results. Both passes go through the
+one evaluator (`evaluator.collect`) with the predict function of `revgm_jax.steps`:
   1. training GMs (at most config.eval.retrieval_images_per_gm images each): the mean
      fingerprint of each training GM, the bank of the retrieval baseline;
-  2. the evaluated split: the model's per-image predictions and fingerprints, the retrieval
+  2. the evaluated split: the model's per-image predictions and loss terms, the retrieval
      prediction of every image, the random-ground-truth model's predictions (if
      config.eval.random_gt_workdir is set; it must hold the same split), and the data of the
      fingerprint figure.
@@ -15,114 +16,77 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator
 
 from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
-from revgm_jax import inference, input_pipeline
-from revgm_jax.evaluation import aggregate, baselines, metrics, report
-
-REPORT_DIR = "report"
-
-
-def _local(tree):
-  """Global per-example arrays -> NumPy on this host (all examples, every host)."""
-  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+from revgm_jax import inference, input_pipeline, sharding, steps
+from revgm_jax import workdir as workdir_lib
+from revgm_jax.evaluation import aggregate, baselines, evaluator, metrics, report
+from revgm_jax.models import model as model_lib
 
 
-def _bank(loaded: inference.Loaded, predict_fn, batches: Iterator[dict],
-          num_rows: int) -> tuple[np.ndarray, np.ndarray]:
+def _bank(predict_fn, variables, batches, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
   """(GT rows [T], mean flattened fingerprint [T, D]) of the GMs present in `batches`."""
-  sums, counts = None, np.zeros(num_rows, np.int64)
-  for batch in batches:
-    out = _local({"f": predict_fn(loaded.variables, batch["image"])["fingerprint"],
-                  "row": batch["gm_row"], "mask": batch["mask"]})
-    keep = out["mask"].astype(bool)
-    f, rows = out["f"][keep].reshape(keep.sum(), -1), out["row"][keep]
-    if sums is None:
-      sums = np.zeros((num_rows, f.shape[1]), np.float64)
-    np.add.at(sums, rows, f)
-    np.add.at(counts, rows, 1)
-  present = np.nonzero(counts)[0]
-  if sums is None or not len(present):
-    raise ValueError("retrieval baseline: the training split yielded no image")
-  return present, sums[present] / counts[present, None]
+  state = {"sums": None, "counts": np.zeros(num_rows, np.int64)}
+
+  def accumulate(per: dict) -> dict:
+    f = per["fingerprint"].reshape(len(per["gm_row"]), -1)
+    if state["sums"] is None:
+      state["sums"] = np.zeros((num_rows, f.shape[1]), np.float64)
+    np.add.at(state["sums"], per["gm_row"], f)
+    np.add.at(state["counts"], per["gm_row"], 1)
+    return {"gm_row": per["gm_row"]}
+
+  evaluator.collect(predict_fn, variables, batches, on_batch=accumulate)
+  present = np.nonzero(state["counts"])[0]
+  return present, state["sums"][present] / state["counts"][present, None]
 
 
-def _capped_batches(datasets: input_pipeline.Datasets, gm_names: list[str],
-                    cap: int) -> Iterator[dict]:
-  """Global padded batches of the first `cap` images (0: all) of each GM of `gm_names`.
+class _Figures:
+  """Per-batch reduction of the evaluated split: retrieval predictions, the figure GMs' first
+  image and fingerprint and mean spectrum; fingerprints kept only if asked."""
 
-  GMs with at most `cap` images are read whole: a TFDS slice beyond a split's end is an error.
-  """
-  counts = datasets.data.gm_info
-  groups = ((0, [n for n in gm_names if cap <= 0 or counts[n]["num_images"] <= cap]),
-            (cap, [n for n in gm_names if 0 < cap < counts[n]["num_images"]]))
-  for max_per_gm, names in groups:
-    if names:
-      ds, _ = input_pipeline.eval_dataset(datasets.data, names, datasets.config,
-                                          max_per_gm=max_per_gm,
-                                          process_index=jax.process_index(),
-                                          process_count=jax.process_count())
-      for batch in ds.as_numpy_iterator():
-        yield input_pipeline.to_global(batch, datasets.mesh)
+  def __init__(self, gt, bank, figure_rows, mean, std, keep_fingerprints):
+    self.gt, self.bank, self.rows = gt, bank, figure_rows
+    self.mean, self.std, self.keep = mean, std, keep_fingerprints
+    self.figs = {}
 
-
-def _collect(loaded, predict_fn, batches, bank, rgt=None, figure_rows=(), keep_fingerprints=False):
-  """One pass over an evaluation split: per-image predictions, labels and figure data."""
-  mean, std = loaded.config.data.mean, loaded.config.data.std
-  outs, fingerprints, figs = [], [], {}
-  for batch in batches:
-    out = predict_fn(loaded.variables, batch["image"])
-    per = {"pred": out["pred"], "f": out["fingerprint"], "s": out["spectrum"],
-           **{k: batch[k] for k in ("net", "loss", "loss_group", "gm_row", "mask")}}
-    if rgt is not None:
-      per["rgt"] = rgt[1](rgt[0].variables, batch["image"])["pred"]
-    if figure_rows:
-      per["image"] = batch["image"]
-    per = _local(per)
-    keep = per.pop("mask").astype(bool)
-    per = jax.tree.map(lambda a: a[keep], per)
-    f, s = per.pop("f"), per.pop("s")
-    per["retrieval"] = baselines.retrieval_predictions(loaded.gt, bank[0], bank[1],
+  def __call__(self, per: dict) -> dict:
+    f, s = per.pop("fingerprint"), per.pop("spectrum")
+    image = per.pop("image", None)
+    per["retrieval"] = baselines.retrieval_predictions(self.gt, self.bank[0], self.bank[1],
                                                        f.reshape(len(f), -1))
     for i, row in enumerate(per["gm_row"]):
-      if row in figure_rows:
-        if row not in figs:
-          figs[row] = {"image": per["image"][i] * std + mean, "fingerprint": f[i],
-                       "spectrum": np.zeros_like(s[i], np.float64), "n": 0}
-        figs[row]["spectrum"] += s[i]
-        figs[row]["n"] += 1
-    per.pop("image", None)
-    if keep_fingerprints:
-      fingerprints.append(f)
-    outs.append(per)
-  if not outs or not sum(len(o["gm_row"]) for o in outs):
-    raise ValueError("the evaluated split yielded no image")
-  allx = jax.tree.map(lambda *a: np.concatenate(a, 0), *outs)
-  for d in figs.values():
-    d["spectrum"] /= d.pop("n")
-  return allx, (np.concatenate(fingerprints, 0) if keep_fingerprints else None), figs
+      if row in self.rows:
+        if row not in self.figs:
+          self.figs[row] = {"image": image[i] * self.std + self.mean, "fingerprint": f[i],
+                            "spectrum": np.zeros_like(s[i], np.float64), "n": 0}
+        self.figs[row]["spectrum"] += s[i]
+        self.figs[row]["n"] += 1
+    if self.keep:
+      per["fingerprint"] = f
+    return per
+
+  def figures(self) -> dict:
+    return {self.gt.names[r]: {**d, "spectrum": d["spectrum"] / d["n"]}
+            for r, d in sorted(self.figs.items())}
 
 
-def _fingerprint_curve(loaded, fingerprints, target, rows, ks, seed, batch_size) -> dict:
+def _fingerprint_curve(parse_fn, variables, fingerprints, target, rows, ks, seed, batch_size,
+                       space) -> dict:
   """k-image metrics of the parser heads applied to the mean of k fingerprints."""
-  parse_fn = inference.make_parse_fingerprint_fn(loaded)
   out = {}
   for k in ks:
     groups = aggregate.disjoint_groups(rows, k, seed)
     if not len(groups):
       continue
-    preds = [jax.tree.map(np.asarray, parse_fn(loaded.variables,
-                                               fingerprints[groups[i:i + batch_size]].mean(1)))
+    preds = [sharding.to_host(parse_fn(variables, fingerprints[groups[i:i + batch_size]].mean(1)))
              for i in range(0, len(groups), batch_size)]
     pred = jax.tree.map(lambda *a: np.concatenate(a, 0), *preds)
-    out[int(k)] = metrics.parsing_metrics(pred, aggregate.first_of_groups(target, groups),
-                                          loaded.space)
+    out[int(k)] = metrics.parsing_metrics(pred, aggregate.first_of_groups(target, groups), space)
     out[int(k)]["num_gms"] = len(np.unique(rows[groups[:, 0]]))
   return out
 
@@ -140,74 +104,90 @@ def _load_random_gt(path: str, test_gms: list[str], mesh) -> inference.Loaded:
 
 
 def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
-                     datasets: input_pipeline.Datasets | None = None, split: str = "test",
-                     checkpoint: str = "", out_dir: str = "") -> dict:
-  """Evaluates a training workdir on `split` and writes its report.
+                     data: input_pipeline.Datasets, variables, *, step: int, which: str,
+                     split: str = "test", out_dir: str = "") -> dict:
+  """Evaluates `variables` (of `workdir`'s run, step `step` of its `which` manager) on `split`
+  and writes the report to `out_dir` (default WORKDIR/report); returns the results dict of
+  `report.py` (as written to metrics.json)."""
+  gt, space, mesh = data.gt, data.gt.space, data.mesh
+  gms = data.split[split]
+  model = model_lib.create_model(config, space, axis_name=sharding.AXIS)
+  predict_fn = steps.make_predict_fn(config, model, space, mesh,
+                                     class_weights=data.class_weights, fingerprints=True)
+  logging.info("evaluating %s (%s step %d) on %d %s GMs", workdir, which, step, len(gms), split)
+  bank = _bank(predict_fn, variables,
+               data.eval_iter("train", max_per_gm=config.eval.retrieval_images_per_gm), len(gt))
 
-  config: the run's config (config.eval.* selects the checkpoint, k values, baselines);
-  datasets: the run's `input_pipeline.get_datasets(config)` (built if None);
-  checkpoint: a path for `inference.load` instead of workdir's config.eval.which checkpoint;
-  out_dir: where the report goes (default workdir/report). Returns the results dict of
-  `report.py` (as written to metrics.json).
-  """
-  datasets = datasets or input_pipeline.get_datasets(config)
-  if not checkpoint:
-    checkpoint = os.path.join(workdir, "best" if config.eval.which == "best" else "checkpoints")
-  loaded = inference.load(checkpoint, config, datasets.mesh)
-  gt, space = loaded.gt, loaded.space
-  if list(loaded.split[split]) != list(datasets.split[split]):
-    raise ValueError(f"{checkpoint} was trained with {split} GMs {loaded.split[split]}, but the "
-                     f"config's data gives {datasets.split[split]}")
-  predict_fn = inference.make_predict_fn(loaded)
-  logging.info("evaluating %s (step %d) on %d %s GMs", loaded.workdir, loaded.step,
-               len(datasets.split[split]), split)
+  figure_gms = gms[:config.eval.num_figure_gms] if config.eval.figures else []
+  rgt = (_load_random_gt(config.eval.random_gt_workdir, data.split["test"], mesh)
+         if config.eval.random_gt_workdir else None)
+  rgt_fn = inference.make_predict_fn(rgt) if rgt else None
 
-  bank = _bank(loaded, predict_fn, _capped_batches(datasets, datasets.split["train"],
-                                                   config.eval.retrieval_images_per_gm), len(gt))
-  rgt = None
-  if config.eval.random_gt_workdir:
-    rgt_loaded = _load_random_gt(config.eval.random_gt_workdir, datasets.split["test"],
-                                 datasets.mesh)
-    rgt = (rgt_loaded, inference.make_predict_fn(rgt_loaded))
-  figure_gms = datasets.split[split][:config.eval.num_figure_gms] if config.eval.figures else []
-  allx, fingerprints, figs = _collect(
-      loaded, predict_fn, datasets.eval_iter(split), bank, rgt,
-      figure_rows=set(gt.rows(figure_gms).tolist()),
-      keep_fingerprints=config.eval.aggregate_fingerprints)
+  def predict_all(v, batch):  # the model, and beside it what the report needs of the batch
+    out, sums = predict_fn(v["model"], batch)
+    if rgt_fn is not None:
+      out["rgt"] = rgt_fn(v["rgt"], batch)[0]["pred"]
+    if figure_gms:
+      out["image"] = batch["image"]
+    return out, sums
 
-  target = {k: allx[k] for k in ("net", "loss", "loss_group")}
-  rows = allx["gm_row"]
-  preds = {"model": allx["pred"]}
+  reduce = _Figures(gt, bank, set(gt.rows(figure_gms).tolist()), config.data.mean,
+                    config.data.std, config.eval.aggregate_fingerprints)
+  per, sums = evaluator.collect(
+      predict_all, {"model": variables, "rgt": rgt.variables if rgt else None},
+      data.eval_iter(split), on_batch=reduce)
+
+  target = {k: per[k] for k in ("net", "loss", "loss_group")}
+  rows = per["gm_row"]
+  preds = {"model": per["pred"]}
   if rgt is not None:
-    preds["random_gt"] = allx["rgt"]
-  preds["majority"] = baselines.majority_predictions(gt, gt.rows(datasets.split["train"]),
-                                                     len(rows))
-  preds["retrieval"] = allx["retrieval"]
+    preds["random_gt"] = per["rgt"]
+  preds["majority"] = baselines.majority_predictions(gt, gt.rows(data.split["train"]), len(rows))
+  preds["retrieval"] = per["retrieval"]
   ks = tuple(config.eval.k_images)
   k_images = {m: aggregate.k_image_metrics(p, target, rows, ks, space, config.seed)
               for m, p in preds.items()}
-  if fingerprints is not None:
+  if config.eval.aggregate_fingerprints:
+    parse_fn = steps.make_parse_fingerprint_fn(config, model, space)
     k_images = {"model": k_images.pop("model"),
                 "model_mean_fingerprint": _fingerprint_curve(
-                    loaded, fingerprints, target, rows, ks, config.seed, config.eval_batch_size),
+                    parse_fn, variables, per["fingerprint"], target, rows, ks, config.seed,
+                    config.eval_batch_size, space),
                 **k_images}
+  methods = {m: metrics.parsing_metrics(p, target, space) for m, p in preds.items()}
+  methods["model"] = evaluator.model_metrics(per, sums, space)
   results = {
       "name": (f"test set {config.data.test_set}" if split == "test" and not config.data.test_gms
                else f"{split} GMs"),
-      "split": split, "step": loaded.step, "checkpoint": loaded.which, "space": space.name,
-      "workdir": loaded.workdir, "gms": list(datasets.split[split]), "num_images": len(rows),
-      "methods": {m: metrics.parsing_metrics(p, target, space) for m, p in preds.items()},
-      "k_images": k_images,
+      "split": split, "step": int(step), "checkpoint": which, "space": space.name,
+      "workdir": workdir, "gms": list(gms), "num_images": len(rows),
+      "methods": methods, "k_images": k_images,
       "confusion": [c.tolist() for c in metrics.confusion(preds["model"], target, space)],
   }
   if rgt is not None:
-    results["random_gt_workdir"] = rgt[0].workdir
+    results["random_gt_workdir"] = rgt.workdir
   if jax.process_index() == 0:
-    out_dir = out_dir or os.path.join(workdir, REPORT_DIR)
-    fp = {gt.names[r]: d for r, d in sorted(figs.items())}
-    paths = report.write_report(out_dir, results, space, config.eval.figures, fp)
+    paths = report.write_report(out_dir or workdir_lib.report_dir(workdir), results, space,
+                                config.eval.figures, reduce.figures())
     logging.info("evaluation report: %s", ", ".join(paths))
   return results
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str, split: str = "test",
+                        out_dir: str = "") -> dict:
+  """Restores a checkpoint path (a workdir: its config.eval.which manager) and evaluates it.
+
+  config: the run's config (it must give the same data split as the run's).
+  """
+  if workdir_lib.is_workdir(checkpoint):
+    checkpoint = workdir_lib.checkpoint_dir(checkpoint, config.eval.which)
+  data = input_pipeline.get_datasets(config)
+  loaded = inference.load(checkpoint, config, data.mesh)
+  if list(loaded.split[split]) != list(data.split[split]):
+    raise ValueError(f"{checkpoint} was trained with {split} GMs {loaded.split[split]}, but the "
+                     f"config's data gives {data.split[split]}")
+  return evaluate_workdir(config, loaded.workdir, data, loaded.variables, step=loaded.step,
+                          which=loaded.which, split=split, out_dir=out_dir)
 
 
 def write_summary(out_dir: str, per_set: dict[str, dict]) -> dict:

@@ -1,0 +1,63 @@
+"""The one evaluation path: a predict function applied to one pass over a split.
+
+Validation during training, the evaluation report and the k-image curves all go through
+`collect` (per-example outputs on the host, padding dropped) and score the model with
+`model_metrics`; the predict function is `revgm_jax.steps.make_predict_fn`'s.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import jax
+import numpy as np
+
+from revgm_jax import sharding
+from revgm_jax.evaluation import metrics as metrics_lib
+from revgm_jax.labels import Space
+
+# Per-example batch entries that travel with the predictions.
+BATCH_KEYS = ("net", "loss", "loss_group", "gm_row")
+
+
+def collect(predict_fn: Callable, variables, batches: Iterable[dict],
+            on_batch: Callable[[dict], dict] | None = None) -> tuple[dict, dict]:
+  """(per-example outputs [N, ...] of every real example, summed batch sums).
+
+  `on_batch` maps each batch's host outputs (real examples only; the batch's `BATCH_KEYS`
+  included) to what is kept, e.g. to reduce fingerprints before they pile up.
+  """
+  sums, outs = {}, []
+  for batch in batches:
+    per_example, s = predict_fn(variables, batch)
+    for k, v in sharding.to_host(s).items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+    per = sharding.gather_to_host(
+        {**per_example, **{k: batch[k] for k in (*BATCH_KEYS, "mask") if k in batch}})
+    keep = per.pop("mask").astype(bool)
+    per = jax.tree.map(lambda a: a[keep], per)
+    outs.append(on_batch(per) if on_batch else per)
+  if not sums.get("count"):
+    raise ValueError("the evaluated split yielded no image")
+  return jax.tree.map(lambda *a: np.concatenate(a, 0), *outs), sums
+
+
+def selection_score(m: Mapping) -> float:
+  """The 116 eval script's checkpoint rule, F1_net + F1_loss - 5 L1, here on validation GMs."""
+  return m["net_f1"] + m["loss_f1"] - 5.0 * m["cont_l1"]
+
+
+def model_metrics(per_example: Mapping, sums: Mapping, space: Space) -> dict:
+  """Example-weighted means of the loss sums (if any) and the parsing metrics, with the
+  selection score."""
+  count = sums["count"]
+  out = {k: v / count for k, v in sums.items() if k != "count"}
+  out.update(metrics_lib.parsing_metrics(per_example["pred"], per_example, space))
+  out["score"] = selection_score(out)
+  return out
+
+
+def evaluate(predict_fn: Callable, variables, batches: Iterable[dict], space: Space) -> dict:
+  """Loss terms and parsing metrics of one pass over `batches` (validation)."""
+  per_example, sums = collect(predict_fn, variables, batches)
+  return model_metrics(per_example, sums, space)

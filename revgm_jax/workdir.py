@@ -1,0 +1,143 @@
+"""Every path name of a training workdir, and the run metadata written beside the weights.
+
+  WORKDIR/config.json         the run's full ConfigDict
+  WORKDIR/labels.json         label space, train/val/test GM names, class weights of the run
+  WORKDIR/labels/             ground truth of the run's GMs (`labels.write_ground_truth` format)
+  WORKDIR/latest/<step>/      orbax: the newest train states, for resuming ("latest")
+  WORKDIR/best/<step>/        orbax: the step that scored best on the validation GMs ("best")
+  WORKDIR/results.json        what `train_and_evaluate` returned
+  WORKDIR/report/             the evaluation report (metrics.json, report.md, figures)
+
+"best" and "latest" are the only names of the two checkpoint managers, as folders and as
+values of `config.eval.which`. Inference, evaluation and `revgm parse` need nothing but these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+import numpy as np
+
+from revgm_jax import labels
+
+CONFIG_FILE = "config.json"
+LABELS_FILE = "labels.json"
+LABELS_DIR = "labels"
+LATEST = "latest"
+BEST = "best"
+MANAGERS = (BEST, LATEST)
+RESULTS_FILE = "results.json"
+REPORT_DIR = "report"
+
+
+def checkpoint_dir(workdir: str, which: str) -> str:
+  """The folder of the `which` ("best" | "latest") checkpoint manager."""
+  if which not in MANAGERS:
+    raise ValueError(f"which must be one of {MANAGERS}, got {which!r}")
+  return os.path.join(workdir, which)
+
+
+def results_path(workdir: str) -> str:
+  return os.path.join(workdir, RESULTS_FILE)
+
+
+def report_dir(workdir: str) -> str:
+  return os.path.join(workdir, REPORT_DIR)
+
+
+def is_workdir(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
+def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: labels.GroundTruth,
+                   split: dict, class_weights: dict) -> None:
+  """Everything besides the weights that inference needs to rebuild and read the model."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+    f.write(config.to_json(indent=2))
+  info = {"space": gt.space.name, "split": {k: list(v) for k, v in split.items()},
+          "class_weights": {k: [np.asarray(w).tolist() for w in ws]
+                            for k, ws in class_weights.items()}}
+  with open(os.path.join(workdir, LABELS_FILE), "w") as f:
+    json.dump(info, f, indent=2)
+  labels.write_ground_truth(os.path.join(workdir, LABELS_DIR), gt)
+
+
+def write_results(workdir: str, results: dict) -> None:
+  with open(results_path(workdir), "w") as f:
+    json.dump(results, f, indent=1)
+
+
+# Fields that fix the shapes of the saved state; a workdir cannot resume under other values.
+_STATE_FIELDS = ("image_size", "data.space", "model.fen_depth", "model.fen_width",
+                 "model.parser_widths", "model.fc_width", "model.branch_widths",
+                 "model.share_branch", "optim.weight_decay")
+
+
+def _get(config: dict, dotted: str):
+  for key in dotted.split("."):
+    config = config.get(key, {}) if isinstance(config, dict) else None
+  return config
+
+
+def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises if `workdir` already holds a run whose state shapes another config would not fit."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    old = json.load(f)
+  new = json.loads(config.to_json())
+  diff = [f"{k}: {_get(old, k)} -> {_get(new, k)}" for k in _STATE_FIELDS
+          if _get(old, k) != _get(new, k)]
+  if diff:
+    raise ValueError(f"workdir {workdir} holds a run of another model ({'; '.join(diff)}); "
+                     "resume it with its own config.json or train in a new --workdir")
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with (lists where the original had tuples)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_run_info(workdir: str) -> tuple[dict, labels.GroundTruth]:
+  """(labels.json contents, ground truth of the run's GMs) of a training workdir."""
+  path = os.path.join(workdir, LABELS_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} does not exist: {workdir} is not a training workdir")
+  with open(path) as f:
+    info = json.load(f)
+  return info, labels.load_ground_truth(os.path.join(workdir, LABELS_DIR), info["space"])
+
+
+def _has_steps(path: str) -> bool:
+  return os.path.isdir(path) and any(d.isdigit() for d in os.listdir(path))
+
+
+def resolve_checkpoint(path: str) -> tuple[str, str, int | None]:
+  """(workdir, "best" | "latest", step or None for the newest) of a checkpoint path.
+
+  A path is a workdir (its best step, or its latest if no best step was saved), one of its
+  manager folders (WORKDIR/best, WORKDIR/latest: that manager's newest step) or one step of
+  them (WORKDIR/latest/1500).
+  """
+  path = os.path.abspath(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"checkpoint path {path} does not exist")
+  name, parent = os.path.basename(path), os.path.dirname(path)
+  if name.isdigit() and os.path.basename(parent) in MANAGERS and is_workdir(
+      os.path.dirname(parent)):
+    return os.path.dirname(parent), os.path.basename(parent), int(name)
+  if name in MANAGERS and is_workdir(parent):
+    return parent, name, None
+  if not is_workdir(path):
+    raise FileNotFoundError(
+        f"{path} is neither a training workdir (no {CONFIG_FILE}) nor one of its checkpoints "
+        f"(WORKDIR/{BEST}[/STEP], WORKDIR/{LATEST}[/STEP])")
+  return path, BEST if _has_steps(os.path.join(path, BEST)) else LATEST, None
