@@ -1,4 +1,4 @@
-"""Config files: loading them and overriding their fields.
+"""Config files: loading them, overriding their fields, and the cache their empty paths mean.
 
 Configs are Python files with `get_config(arg=None) -> ConfigDict`, named by a big_vision-style
 spec `path/to/config.py[:arg]`. The absl entry points (train.py, eval.py, experiments/) read
@@ -73,3 +73,8 @@ def with_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, An
       raise ValueError(f"{source}: {key}={value!r}: {e}") from None
   return config
 
+
+def cache_root() -> str:
+  """Where built zoos and TFRecord shards are cached: $REVGM_CACHE, or ~/.cache/revgm_jax when
+  it is unset or empty (an empty variable is taken as unset, as `${REVGM_CACHE:-...}` in sh)."""
+  return os.path.expanduser(os.environ.get("REVGM_CACHE") or "~/.cache/revgm_jax")

@@ -1,4 +1,4 @@
-"""The one config route: `load_config` specs and overrides, configs/red116.py."""
+"""The one config route: `load_config` specs and overrides, configs/red116.py, the cache root."""
 
 import os
 
@@ -7,6 +7,8 @@ import pytest
 
 import tiny_run
 from revgm_jax import config_utils
+from revgm_jax.data import builder
+from revgm_jax.zoo import build, presets
 
 RED116 = os.path.join(tiny_run.REPO, "configs", "red116.py")
 
@@ -68,3 +70,21 @@ def test_red116_is_default_with_the_paper_settings():
   with pytest.raises(ValueError, match="takes no argument"):
     config_utils.load_config(RED116 + ":tiny")
 
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_unset_or_empty_cache_variable_means_the_home_cache(value, monkeypatch):
+  if value is None:
+    monkeypatch.delenv("REVGM_CACHE", raising=False)
+  else:
+    monkeypatch.setenv("REVGM_CACHE", value)
+  home = os.path.expanduser(os.path.join("~", ".cache", "revgm_jax"))
+  assert config_utils.cache_root() == home
+  assert builder.default_data_dir() == os.path.join(home, "tfds")
+  assert build.default_zoo_dir(presets.get_preset("tiny")).startswith(
+      os.path.join(home, "zoo", "tiny-"))
+
+
+def test_cache_variable_moves_every_cache(monkeypatch, tmp_path):
+  monkeypatch.setenv("REVGM_CACHE", str(tmp_path))
+  assert builder.default_data_dir() == str(tmp_path / "tfds")
+  assert build.default_zoo_dir(presets.get_preset("tiny")).startswith(str(tmp_path / "zoo"))

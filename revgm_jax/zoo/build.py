@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from revgm_jax import labels
+from revgm_jax import config_utils, labels
 from revgm_jax.zoo import plan as P
 from revgm_jax.zoo import presets, real
 from revgm_jax.zoo.generators import Generator, init_variables, variable_shapes
@@ -63,13 +63,9 @@ def config_hash(cfg: ml_collections.ConfigDict) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def cache_root() -> str:
-  return os.path.expanduser(os.environ.get("REVGM_CACHE") or "~/.cache/revgm_jax")
-
-
 def default_zoo_dir(cfg: ml_collections.ConfigDict) -> str:
   """Where the zoo of `cfg` is cached: $REVGM_CACHE/zoo/<preset>-<config hash>."""
-  return os.path.join(cache_root(), "zoo", f"{cfg.preset}-{config_hash(cfg)}")
+  return os.path.join(config_utils.cache_root(), "zoo", f"{cfg.preset}-{config_hash(cfg)}")
 
 
 def validate(cfg: ml_collections.ConfigDict):
