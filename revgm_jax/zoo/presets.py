@@ -3,8 +3,9 @@
 tiny: tests (under 60 s on the CI machine). default: the embedded data of `python train.py`.
 full: at least 116 trained GMs x 1000 images, as in the paper (long CPU run or a GPU; several
 hosts split the GMs by process index).
-Every field can be overridden (`python -m revgm_jax.zoo build --preset default --images_per_gm
-100`); the build cache is keyed by all of them.
+Every field can be overridden (`python -m revgm_jax.zoo build --preset default
+--zoo.images_per_gm=100`, `python train.py --config.data.zoo.images_per_gm=100`); the build
+cache is keyed by all of them.
 """
 
 import ml_collections
