@@ -1,5 +1,5 @@
-"""The argument layer (absl flags) of `python -m revgm_jax.zoo build`; what it runs is tested in
-test_zoo.py."""
+"""The command lines' argument layer (absl flags): `revgm`, `revgm parse` and
+`python -m revgm_jax.zoo build`; what they run is tested in test_parse.py and test_zoo.py."""
 
 import subprocess
 import sys
@@ -7,8 +7,41 @@ import sys
 import pytest
 
 import tiny_run
+from revgm_jax import cli
 from revgm_jax.zoo import __main__ as zoo_cli
 from revgm_jax.zoo import build, presets
+
+
+@pytest.mark.parametrize("argv,status,stream", [([], 2, "err"), (["--help"], 0, "out"),
+                                                (["detect"], 2, "err")])
+def test_revgm_without_a_known_command_prints_the_usage(argv, status, stream, capsys):
+  assert cli.main(argv) == status
+  text = getattr(capsys.readouterr(), stream)
+  assert "usage: revgm COMMAND" in text and "\n  parse " in text
+  assert ("unknown command 'detect'" in text) == (argv == ["detect"])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["x.png"], "flag --checkpoint=None: Flag --checkpoint must have a value"),
+    (["--checkpoint", "w"], "no image file or folder given"),
+    (["x.png", "--checkpoint", "w", "--bogus"], "Unknown command line flag 'bogus'"),
+    (["--aggregate=mean", "--checkpoint=w", "x.png"], "flag --aggregate=mean: value should be"),
+    (["x.png", "--batch_size=0", "--checkpoint=w"], "flag --batch_size=0: 0 is not a positive"),
+])
+def test_revgm_parse_bad_arguments_exit_2_naming_the_flag(argv, message, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["parse", *argv])
+  assert e.value.code == 2
+  assert capsys.readouterr().err.startswith(f"FATAL Flags parsing error: {message}")
+
+
+def test_revgm_parse_help_lists_the_flags(capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["parse", "x.png", "--help"])
+  out = capsys.readouterr().out
+  assert e.value.code == 0 and out.startswith("usage: revgm parse --checkpoint PATH")
+  for flag in ("--checkpoint", "--[no]json", "--aggregate", "--batch_size"):
+    assert flag in out
 
 
 @pytest.fixture
