@@ -13,7 +13,6 @@ like white noise). The rate one training step consumes is an assumption given by
 should deliver at least 10x that.
 """
 
-import importlib.util
 import os
 import tempfile
 import time
@@ -22,8 +21,10 @@ from absl import app, flags, logging
 import numpy as np
 from PIL import Image
 
-from revgm_jax import labels, input_pipeline
+from revgm_jax import config_utils, labels, input_pipeline
 
+_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                       "default.py")
 _IMAGE_DIR = flags.DEFINE_string("image_dir", "", "Published-layout folder; '' = generate one.")
 _LABELS_DIR = flags.DEFINE_string("labels_dir", "", "Label dir of --image_dir ('' = image_dir).")
 _SPACE = flags.DEFINE_string("space", "zoo", "Hyperparameter space of the labels.")
@@ -72,15 +73,6 @@ def measure(config) -> float:
   return _BATCHES.value * config.batch_size / (time.perf_counter() - start)
 
 
-def default_config():
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "default.py")
-  spec = importlib.util.spec_from_file_location("default_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -93,13 +85,11 @@ def main(argv):
     print(f"input pipeline, 1 process, {os.cpu_count()} CPU cores visible, batch "
           f"{_BATCH.value}, source {image_dir}")
     for size in (int(s) for s in _SIZES.value):
-      config = default_config()
-      config.data.source = "folder"
-      config.data.image_dir, config.data.labels_dir, config.data.space = image_dir, labels_dir, space
-      config.data.tfds_dir = _DATA_DIR.value or os.path.join(tmp, "tfds")
-      config.data.num_val_gms = 1
-      config.image_size = size
-      config.batch_size = config.eval_batch_size = _BATCH.value
+      config = config_utils.load_config(_CONFIG, {
+          "data.source": "folder", "data.image_dir": image_dir, "data.labels_dir": labels_dir,
+          "data.space": space, "data.tfds_dir": _DATA_DIR.value or os.path.join(tmp, "tfds"),
+          "data.num_val_gms": 1, "image_size": size, "batch_size": _BATCH.value,
+          "eval_batch_size": _BATCH.value})
       rate = measure(config)
       needed = _STEP_RATE.value * (64 / size) ** 2
       print(f"  {size:3d} x {size:<3d}: {rate:8.0f} images/s; a training step consumes ~"

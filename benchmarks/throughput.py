@@ -109,12 +109,9 @@ def parse_size(text: str, flag: str) -> tuple[int, int]:
 
 def bench_config(image_size: int, batch_size: int, dtype: str):
   """The paper's settings (configs/red116.py) at another image/batch size."""
-  from configs import red116
-  config = red116.get_config()
-  config.image_size = image_size
-  config.batch_size = batch_size
-  config.model.dtype = dtype
-  return config
+  from revgm_jax import config_utils
+  return config_utils.load_config(os.path.join(REPO, "configs", "red116.py"), {
+      "image_size": image_size, "batch_size": batch_size, "model.dtype": dtype})
 
 
 def synthetic_class_weights(space):

@@ -15,40 +15,37 @@ training GMs (not on the test GMs as the official eval script does). Run the fou
 sets with --config.data.test_set=1..4, each in its own workdir.
 """
 
-import importlib.util
 import os
 
 import ml_collections
 
+from revgm_jax import config_utils
 
-def _default_config(arg: str | None) -> ml_collections.ConfigDict:
-  # configs/ is not a package; load the sibling file by path so that every entry point works.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
-  spec = importlib.util.spec_from_file_location("revgm_configs_default", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+_DEFAULT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default.py")
+
+# What this config changes in configs/default.py.
+RED116 = {
+    "data.source": "folder",
+    "data.space": "red116",
+    "data.num_val_gms": 8,
+    "image_size": 64,
+    "batch_size": 16,
+    "eval_batch_size": 256,
+    "model.fen_depth": 17,
+    "model.fen_width": 64,
+    "loss.low_freq_radius": 25,
+    "optim.weight_decay": 1e-4,
+    "num_epochs": 20,
+    "num_train_steps": -1,
+    "log_every_steps": 100,
+    "eval_every_steps": 6500,  # about once per epoch, as the official per-epoch selection
+    "checkpoint_every_steps": 1000,
+    "keep_checkpoints": 3,
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg:
     raise ValueError(f"configs/red116.py takes no argument (got {arg!r}); override fields "
                      "with --config.<field>=<value>")
-  config = _default_config(None)
-  config.data.source = "folder"
-  config.data.space = "red116"
-  config.data.num_val_gms = 8
-  config.image_size = 64
-  config.batch_size = 16
-  config.eval_batch_size = 256
-  config.model.fen_depth = 17
-  config.model.fen_width = 64
-  config.loss.low_freq_radius = 25
-  config.optim.weight_decay = 1e-4
-  config.num_epochs = 20
-  config.num_train_steps = -1
-  config.log_every_steps = 100
-  config.eval_every_steps = 6500  # about once per epoch, as the official per-epoch selection
-  config.checkpoint_every_steps = 1000
-  config.keep_checkpoints = 3
-  return config
+  return config_utils.load_config(_DEFAULT, RED116)

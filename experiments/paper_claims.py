@@ -21,13 +21,17 @@ The collected table goes to OUT_DIR/claims.md and OUT_DIR/claims.json.
 
 import json
 import os
+import sys
 
 from absl import app, flags, logging
 
-from revgm_jax import cli_flags
-from revgm_jax.evaluation import claims
-
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:  # `python experiments/paper_claims.py` puts only experiments/ there
+  sys.path.insert(0, _REPO)
+
+from experiments import claims  # noqa: E402
+from revgm_jax import cli_flags  # noqa: E402
+
 _CONFIG = cli_flags.define_config_file(
     "config", os.path.join(_REPO, "configs", "default.py"), "Base config of every row.",
     lock_config=True)

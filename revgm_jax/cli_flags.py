@@ -1,4 +1,4 @@
-"""Config flags for the absl entry points, with override errors that name the flag.
+"""absl flags for every command line of revgm_jax, with errors that name the flag.
 
 absl reports a wrong-typed override (`--config.batch_size=abc`) as a flags error naming the flag,
 but an override of a field the config does not have (`--config.data.nonexistent=1`) escapes
@@ -9,8 +9,11 @@ given, ml_collections applies the overrides to the default config already inside
   _CONFIG = cli_flags.define_config_file("config", DEFAULT_CONFIG_PATH, "...")
   app.run(main, flags_parser=cli_flags.parse_flags)
 
-Both end a bad override or flag as absl does: "FATAL Flags parsing error: <flag>: <problem>" on
-stderr, exit status 1.
+Commands that take argv as an argument (`revgm parse`, `python -m revgm_jax.zoo build`) define
+their flags on their own `flags.FlagValues` and call `parse_command`.
+
+All end a bad override or flag as absl does: "FATAL Flags parsing error: <flag>: <problem>" on
+stderr, exit status 1 (or the command's own status for bad arguments).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import sys
 
 from absl import flags
 from ml_collections import config_flags
+
+HELP = ("-h", "--help", "--helpshort", "--helpfull")
 
 
 def _message(error: Exception, argv: list[str]) -> str:
@@ -30,28 +35,51 @@ def _message(error: Exception, argv: list[str]) -> str:
   named = [a for a in overrides if detail in a.lstrip("-").split("=", 1)[0].split(".")[1:]]
   field = f"no field {detail!r}" if named else f"no such field ({detail})"
   return (f"{' '.join(named or overrides)}: the config has {field}; check the spelling and "
-          "nesting against the config file")
+          "nesting of the field")
 
 
-def _exit(error: Exception, argv: list[str]):
-  """As absl's own flags parser does on a flags error: one line on stderr, exit status 1."""
-  sys.stderr.write(f"FATAL Flags parsing error: {_message(error, argv)}\n"
+def fail(message: str, status: int = 1):
+  """As absl's own flags parser does on a flags error: one line on stderr, exit `status`."""
+  sys.stderr.write(f"FATAL Flags parsing error: {message}\n"
                    "Pass --helpshort or --helpfull to see help on flags.\n")
-  sys.exit(1)
+  sys.exit(status)
+
+
+def _define(define, name: str, default, help_string: str, **kwargs) -> flags.FlagHolder:
+  try:
+    return define(name, default, help_string, **kwargs)
+  except (flags.Error, AttributeError, KeyError) as e:
+    fail(_message(e, kwargs.get("sys_argv") or sys.argv))
 
 
 def define_config_file(name: str, default: str | None = None, help_string: str = "",
                        **kwargs) -> flags.FlagHolder:
   """`config_flags.DEFINE_config_file`; a bad override of the default config exits."""
-  try:
-    return config_flags.DEFINE_config_file(name, default, help_string, **kwargs)
-  except (flags.Error, AttributeError, KeyError) as e:
-    _exit(e, kwargs.get("sys_argv") or sys.argv)
+  return _define(config_flags.DEFINE_config_file, name, default, help_string, **kwargs)
 
 
-def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS) -> list[str]:
+def define_config_dict(name: str, config, help_string: str = "", **kwargs) -> flags.FlagHolder:
+  """`config_flags.DEFINE_config_dict`; a bad override exits."""
+  return _define(config_flags.DEFINE_config_dict, name, config, help_string, **kwargs)
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS,
+                status: int = 1) -> list[str]:
   """absl `flags_parser`: parses `argv`; returns the remaining positional arguments."""
   try:
     return flag_values(argv)
   except (flags.Error, AttributeError, KeyError) as e:
-    _exit(e, argv)
+    fail(_message(e, argv), status)
+
+
+def parse_command(flag_values: flags.FlagValues, argv: list[str], usage: str,
+                  status: int = 1) -> list[str]:
+  """Parses a command's own flags from `argv` (argv[0]: the command); returns its positional
+  arguments, which may come before, between or after the flags.
+
+  -h/--help prints `usage` and the flags (exit status 0); a bad flag exits with `status`.
+  """
+  if set(HELP) & set(argv[1:argv.index("--") if "--" in argv else None]):
+    print(f"{usage}\n\nflags:{flag_values.get_help(include_special_flags=False)}")
+    sys.exit(0)
+  return parse_flags(argv, flag_values, status)[1:]

@@ -2,7 +2,7 @@ r"""`revgm parse`: the hyperparameters of the generator that made a set of image
 
   revgm parse --checkpoint WORKDIR IMAGE_OR_FOLDER...          # a table on stdout
   revgm parse --checkpoint WORKDIR/checkpoints/1500 imgs/ --json
-  python -m revgm_jax.parse --checkpoint WORKDIR a.png b.png   # the same, without `parse`
+  python -m revgm_jax.parse --checkpoint WORKDIR a.png b.png   # the same, without `revgm`
 
 The images are assumed to come from ONE generator: the per-image outputs are averaged
 (continuous values, class probabilities, gated loss-type probabilities; `--aggregate fingerprint`
@@ -14,24 +14,25 @@ therefore downscaled, aspect ratio not kept), then normalised. Continuous values
 the units of the training labels (via the raw ranges saved in the workdir; normalised values
 only if the run had none).
 
+Flags (absl, as train.py; `--help` lists them) and image paths may come in any order.
 Exit status: 0 parsed; 1 no readable image (each skipped file is listed with the reason);
 2 bad arguments or checkpoint.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+import types
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 
-from absl import logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from revgm_jax import inference  # noqa: E402
+from revgm_jax import cli_flags, inference  # noqa: E402
 from revgm_jax.data import images as images_lib  # noqa: E402
 from revgm_jax.labels import NUM_CONTINUOUS  # noqa: E402
 
@@ -106,21 +107,11 @@ def format_text(result: dict) -> str:
   return "\n".join(lines)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-  p.add_argument("--checkpoint", required=True,
-                 help="training workdir, WORKDIR/best or WORKDIR/checkpoints[/STEP]")
-  p.add_argument("images", nargs="+", help="image files and/or folders of images of one generator")
-  p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-  p.add_argument("--aggregate", choices=("outputs", "fingerprint"), default="outputs",
-                 help="average the per-image outputs (default) or the fingerprints")
-  p.add_argument("--batch_size", type=int, default=64)
-  return p
-
-
 DESCRIPTION = __doc__.split("\n\n")[0].strip()
+USAGE = "usage: {prog} --checkpoint PATH IMAGE_OR_FOLDER... [--json] [--aggregate fingerprint]"
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: types.SimpleNamespace) -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF only decodes images here (JAX_NOTES 3g)
   logging.set_verbosity(logging.ERROR)
@@ -153,19 +144,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse") -> int:
-  """`python -m revgm_jax.parse ARGS`; options and image paths may come in any order."""
-  parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
-  return run(add_arguments(parser).parse_intermixed_args(argv))
-
-
-def cli(argv: list[str] | None = None) -> int:
-  """The `revgm` console script; `parse` is its (only) command."""
-  argv = sys.argv[1:] if argv is None else argv
-  if not argv or argv[0] != "parse":
-    print("usage: revgm parse --checkpoint PATH IMAGE_OR_FOLDER... [--json]\n\n"
-          f"commands:\n  parse    {DESCRIPTION}", file=sys.stderr)
-    return 0 if argv and argv[0] in ("-h", "--help") else 2
-  return main(argv[1:], prog="revgm parse")
+  """`python -m revgm_jax.parse ARGS` (argv: ARGS); flags and image paths in any order."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string("checkpoint", None, "Training workdir, WORKDIR/best or "
+                      "WORKDIR/checkpoints[/STEP].", required=True, flag_values=fv)
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.", flag_values=fv)
+  flags.DEFINE_enum("aggregate", "outputs", ["outputs", "fingerprint"], "Average the per-image "
+                    "outputs (default) or the fingerprints.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1,
+                       flag_values=fv)
+  usage = USAGE.format(prog=prog)
+  images = cli_flags.parse_command(fv, [prog, *(sys.argv[1:] if argv is None else argv)],
+                                   f"{usage}\n\n{__doc__}", status=2)
+  if not images:
+    cli_flags.fail(f"no image file or folder given; {usage}", status=2)
+  return run(types.SimpleNamespace(images=images, **fv.flag_values_dict()))
 
 
 if __name__ == "__main__":

@@ -5,13 +5,12 @@ import os
 import shutil
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 import tiny_run
-from revgm_jax import labels, inference
-from revgm_jax.evaluation import aggregate, baselines, claims, metrics, report, run
+from revgm_jax import config_utils, labels, inference
+from revgm_jax.evaluation import aggregate, baselines, metrics, report, run
 
 SPACE = labels.RED116
 
@@ -84,9 +83,8 @@ def evaluated(tiny, tmp_path_factory):
   cfg["data"]["shuffle_labels"] = True
   with open(os.path.join(twin, "config.json"), "w") as f:
     json.dump(cfg, f)
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.eval.random_gt_workdir = twin
-  config.eval.figures = True  # off in the :tiny preset
+  config = config_utils.with_overrides(  # figures are off in the :tiny preset
+      config, {"eval.random_gt_workdir": twin, "eval.figures": True})
   out = str(tmp_path_factory.mktemp("report"))
   return run.evaluate_checkpoint(config, workdir, out_dir=out), out, config
 
@@ -155,8 +153,8 @@ def test_model_row_matches_parsing_the_image_files(evaluated, tiny):
 
 def test_random_gt_workdir_must_be_a_shuffled_run_of_the_same_split(tiny, tmp_path):
   workdir, config = tiny
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.eval.random_gt_workdir = workdir  # trained on the true labels
+  config = config_utils.with_overrides(  # trained on the true labels
+      config, {"eval.random_gt_workdir": workdir})
   with pytest.raises(ValueError, match="shuffle_labels=True"):
     run.evaluate_checkpoint(config, workdir, out_dir=str(tmp_path))
 
@@ -172,25 +170,3 @@ def test_summary_over_sets(evaluated, tmp_path):
   assert stats["n"] == 2 and stats["std"] == pytest.approx(0.05)
   assert stats["mean"] == pytest.approx(results["methods"]["model"]["cont_l1"] + 0.05)
   assert "mean ± std (2 sets)" in (tmp_path / "summary.md").read_text()
-
-
-def test_paper_claims_rows_and_table(red116_dir):
-  base = tiny_run.default.get_config("tiny")
-  rows = claims.row_overrides(base)
-  assert list(rows)[:3] == ["random_gt", "default", "plain_ce"]  # random GT trains first
-  assert rows["no_spec"] == {"loss.fen_terms": "mag,rep,sym"}
-  assert rows["no_constraints"] == {"loss.fen_terms": ""}
-  config = claims.make_config(base, rows["random_gt"], seed=7)
-  assert config.data.shuffle_labels and config.seed == 7 and not base.data.shuffle_labels
-  res = _results(red116_dir)
-  worse = json.loads(json.dumps(res))  # a "plain CE" run that predicts like the majority
-  worse["methods"]["model"] = res["methods"]["majority"]
-  collected = claims.collect({"default": [res, res], "plain_ce": [worse]}, rows, [1, 2])
-  assert collected["rows"]["default"]["stats"]["cont_l1"] == {"mean": 0.0, "std": 0.0, "n": 2}
-  assert list(collected["baselines"]) == ["majority"]  # the only baseline _results has
-  md = claims.markdown(collected)
-  maj = res["methods"]["majority"]
-  assert (f"| weighted CE beats plain CE | default vs plain_ce | {maj['cont_l1']:+.3f} | "
-          f"{1 - maj['net_acc']:+.3f} | {1 - maj['net_f1']:+.3f} |") in md
-  assert "| parser beats mean / majority | default vs majority |" in md
-  assert "| 2 | 0.000 ± 0.000 | 1.000 ± 0.000 |" in md  # the k-image curve over 2 seeds

@@ -1,7 +1,6 @@
 """The input pipeline over a small generated published-layout folder (RED116 labels), and the
 command-line config errors."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -16,17 +15,14 @@ import pytest
 import tensorflow_datasets as tfds
 
 import gm_folders
-from revgm_jax import cli_flags, labels, input_pipeline
+from revgm_jax import cli_flags, config_utils, labels, input_pipeline
 from revgm_jax.data import builder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_VAL = ("AAE", "ACGAN", "CONT_ENC", "DCGAN")
 TEST_SET_1 = ("BIGGAN_128", "STARGAN")  # leave-out test set 1 of RED116
 IMAGES_PER_GM = 6
-_spec = importlib.util.spec_from_file_location("default_config",
-                                               os.path.join(REPO, "configs", "default.py"))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
+CONFIG = os.path.join(REPO, "configs", "default.py")
 
 
 @pytest.fixture(scope="module")
@@ -37,26 +33,21 @@ def folder(tmp_path_factory):
 
 
 def make_config(folder, red116_dir, **overrides):
+  """The `:tiny` config on the folder fixture; `overrides`: {"dotted.field": value}."""
   root, _ = folder
-  c = default.get_config("tiny")
-  c.data.source = "folder"
-  c.data.image_dir = str(root / "images")
-  c.data.labels_dir = str(red116_dir)
-  c.data.tfds_dir = str(root / "tfds")
-  c.data.space = "red116"
-  c.data.shards_per_gm = 2
-  c.data.num_val_gms = 1
-  c.data.shuffle_buffer = 64
-  c.image_size = 24
-  c.batch_size = 8
-  c.eval_batch_size = 8
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return config_utils.load_config(f"{CONFIG}:tiny", {
+      "data.source": "folder",
+      "data.image_dir": str(root / "images"),
+      "data.labels_dir": str(red116_dir),
+      "data.tfds_dir": str(root / "tfds"),
+      "data.space": "red116",
+      "data.shards_per_gm": 2,
+      "data.num_val_gms": 1,
+      "data.shuffle_buffer": 64,
+      "image_size": 24,
+      "batch_size": 8,
+      "eval_batch_size": 8,
+      **overrides})
 
 
 def mesh(n=8):
@@ -251,11 +242,9 @@ def test_zoo_source_reads_the_zoo_layout(tmp_path, monkeypatch):
   import revgm_jax.zoo  # pylint: disable=g-import-not-at-top
   monkeypatch.setitem(sys.modules, "revgm_jax.zoo.build", stub)
   monkeypatch.setattr(revgm_jax.zoo, "build", stub, raising=False)
-  c = default.get_config("tiny")
-  c.data.zoo_dir = str(tmp_path / "zoo")
-  c.data.tfds_dir = str(tmp_path / "tfds")
-  c.data.num_val_gms = 1
-  c.image_size, c.batch_size, c.eval_batch_size = 16, 4, 4
+  c = config_utils.load_config(f"{CONFIG}:tiny", {
+      "data.zoo_dir": str(tmp_path / "zoo"), "data.tfds_dir": str(tmp_path / "tfds"),
+      "data.num_val_gms": 1, "image_size": 16, "batch_size": 4, "eval_batch_size": 4})
   ds = input_pipeline.get_datasets(c, mesh(1))
   assert calls == [("tiny", str(tmp_path / "zoo"))]
   assert ds.split["test"] == ["zoo_gm_3"] and ds.gt.space.name == "zoo"
@@ -264,8 +253,6 @@ def test_zoo_source_reads_the_zoo_layout(tmp_path, monkeypatch):
 
 
 # --- command-line config errors (absl + ml_collections, as the entry points parse them) -------
-
-CONFIG = os.path.join(REPO, "configs", "default.py")
 
 
 def _parse(*overrides, explicit=True):

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 
 import numpy as np
 from PIL import Image
@@ -11,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import tiny_run
-from revgm_jax import inference, parse
+from revgm_jax import cli, inference, parse
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.labels import RED116
 
@@ -95,8 +96,8 @@ def test_parse_is_the_mean_of_per_image_predictions(tiny, folder, capsys):
 def test_parse_text_output_and_checkpoint_paths(tiny, folder, capsys):
   workdir, _ = tiny
   step = sorted(os.listdir(os.path.join(workdir, "latest")))[-1]
-  assert parse.cli(["parse", "--checkpoint", os.path.join(workdir, "latest", step),
-                    str(folder)]) == 0
+  assert cli.main(["parse", "--checkpoint", os.path.join(workdir, "latest", step),
+                   str(folder)]) == 0
   out = capsys.readouterr().out
   assert "Parsed 5 image(s) as one generator" in out and f"(latest, step {step})" in out
   for name in ("num_params", "normalization_type", "cross_entropy", "classification"):
@@ -134,11 +135,14 @@ def test_large_image_is_resized_like_training(tiny, tmp_path):
 
 
 def test_console_script(tiny, folder):
-  """The installed `revgm` entry point (pyproject [project.scripts]); exit status 1 here."""
+  """The `revgm` entry point pyproject.toml declares, run as `pip install` makes it run, in a
+  fresh process (the installed script may belong to another checkout); exit status 1 here."""
   workdir, _ = tiny
-  revgm = os.path.join(os.path.dirname(sys.executable), "revgm")  # from `pip install -e .`
-  proc = subprocess.run([revgm, "parse", "--checkpoint", workdir, str(folder / "broken.png"),
-                         str(folder / "notes.txt"), "--json"], capture_output=True, text=True,
-                        timeout=300)
+  with open(os.path.join(tiny_run.REPO, "pyproject.toml"), "rb") as f:
+    module, function = tomllib.load(f)["project"]["scripts"]["revgm"].split(":")
+  script = f"import sys, {module}; sys.exit({module}.{function}())"
+  proc = subprocess.run([sys.executable, "-c", script, "parse", "--checkpoint", workdir,
+                         str(folder / "broken.png"), str(folder / "notes.txt"), "--json"],
+                        capture_output=True, text=True, cwd=tiny_run.REPO, timeout=300)
   assert proc.returncode == 1 and proc.stdout == ""
   assert "cannot be decoded" in proc.stderr and "no readable image" in proc.stderr

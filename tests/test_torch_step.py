@@ -7,9 +7,9 @@ torch = pytest.importorskip("torch")
 
 import jax.numpy as jnp  # noqa: E402
 
+import tiny_run  # noqa: E402
 from benchmarks import torch_step  # noqa: E402
-from configs import default  # noqa: E402
-from revgm_jax import labels  # noqa: E402
+from revgm_jax import config_utils, labels  # noqa: E402
 from revgm_jax.losses import constraints, parsing  # noqa: E402
 
 
@@ -22,8 +22,7 @@ def test_constraint_terms_match(rep_clip):
   for k in ("mag", "spec", "sym", "rep", "rep_unclamped"):
     np.testing.assert_allclose(float(peer[k]), float(ours[k]), rtol=1e-5, err_msg=k)
   assert float(ours["rep"]) == pytest.approx(min(rep_clip, float(ours["rep_unclamped"])))
-  cfg = default.get_config().loss
-  cfg.fen_terms = "mag,sym,rep"
+  cfg = config_utils.load_config(tiny_run.DEFAULT, {"loss.fen_terms": "mag,sym,rep"}).loss
   np.testing.assert_allclose(float(torch_step.fen_loss(peer, cfg)),
                              float(constraints.fen_loss(ours, cfg)), rtol=1e-5)
 
@@ -39,7 +38,7 @@ def test_parsing_loss_matches():
   weights = {"disc": [rng.uniform(0.5, 3, k) for k in space.discrete_classes],
              "group": [rng.uniform(0.5, 3, 2) for _ in range(space.num_groups)],
              "loss": [rng.uniform(0.5, 3, 2) for _ in range(space.num_loss_types)]}
-  cfg = default.get_config().loss
+  cfg = config_utils.load_config(tiny_run.DEFAULT).loss
   ours, _ = parsing.parsing_loss(
       {k: (tuple(jnp.asarray(z, jnp.float32) for z in v) if k == "disc"
            else jnp.asarray(v, jnp.float32)) for k, v in outputs.items()},

@@ -17,7 +17,8 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import tiny_run
-from revgm_jax import checkpointing, input_pipeline, labels, sharding, steps, train_lib
+from revgm_jax import checkpointing, config_utils, input_pipeline, labels, sharding, steps
+from revgm_jax import train_lib
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import report
 from revgm_jax.models import model as model_lib
@@ -28,11 +29,8 @@ SIZE, BATCH = 16, 8
 @pytest.fixture(scope="module")
 def setup(red116_dir):
   """Tiny model without dropout (its masks depend on the device layout), synthetic batches."""
-  config = tiny_run.default.get_config("tiny")
-  config.image_size = SIZE
-  config.data.space = "red116"
-  config.model.dropout = 0.0
-  config.optim.lr = 1e-3
+  config = config_utils.load_config(tiny_run.TINY, {
+      "image_size": SIZE, "data.space": "red116", "model.dropout": 0.0, "optim.lr": 1e-3})
   gt = labels.load_ground_truth(str(red116_dir), "red116")
   rng = np.random.default_rng(0)
   rows = rng.choice(rng.permutation(len(gt))[:4], (4, BATCH))  # 4 GMs: quick to learn

@@ -4,46 +4,38 @@
 16 x 16 pixels, the `:tiny` model, a few steps of `train_lib.train_and_evaluate`.
 """
 
-import importlib.util
 import os
 
 import gm_folders
+from revgm_jax import config_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT = os.path.join(REPO, "configs", "default.py")
+TINY = DEFAULT + ":tiny"
 GMS = ("AAE", "ACGAN", "CONT_ENC", "DCGAN", "BEGAN", "WGAN", "BIGGAN_128", "STARGAN")
 TEST_GMS = ("BIGGAN_128", "STARGAN")  # the ones of leave-out test set 1 among GMS
 IMAGES_PER_GM = 10
 
-_spec = importlib.util.spec_from_file_location("default_config",
-                                               os.path.join(REPO, "configs", "default.py"))
-default = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(default)
-
 
 def config(root, red116_dir, **overrides):
-  c = default.get_config("tiny")
-  c.data.source = "folder"
-  c.data.image_dir = os.path.join(root, "images")
-  c.data.labels_dir = str(red116_dir)
-  c.data.tfds_dir = os.path.join(root, "tfds")
-  c.data.space = "red116"
-  c.data.shards_per_gm = 1
-  c.data.num_val_gms = 1
-  c.data.shuffle_buffer = 32
-  c.image_size = 16
-  c.num_train_steps = 4
-  c.eval_every_steps = 4  # one validation pass: the run's evaluations dominate its time
-  c.checkpoint_every_steps = 2
-  c.log_every_steps = 2
-  c.eval.k_images = (1, 2, 5)
-  c.eval.retrieval_images_per_gm = 4
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  """The `:tiny` config on the GM folders under `root`; `overrides`: {"dotted.field": value}."""
+  return config_utils.load_config(TINY, {
+      "data.source": "folder",
+      "data.image_dir": os.path.join(root, "images"),
+      "data.labels_dir": str(red116_dir),
+      "data.tfds_dir": os.path.join(root, "tfds"),
+      "data.space": "red116",
+      "data.shards_per_gm": 1,
+      "data.num_val_gms": 1,
+      "data.shuffle_buffer": 32,
+      "image_size": 16,
+      "num_train_steps": 4,
+      "eval_every_steps": 4,  # one validation pass: the run's evaluations dominate its time
+      "checkpoint_every_steps": 2,
+      "log_every_steps": 2,
+      "eval.k_images": (1, 2, 5),
+      "eval.retrieval_images_per_gm": 4,
+      **overrides})
 
 
 _RUNS = {}

@@ -36,7 +36,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from revgm_jax import labels
+from revgm_jax import config_utils, labels
 from revgm_jax.data import images
 
 NAME = "revgm_images"
@@ -238,8 +238,7 @@ class PreparedData:
 
 
 def default_data_dir() -> str:
-  cache = os.environ.get("REVGM_CACHE", os.path.join("~", ".cache", "revgm_jax"))
-  return os.path.join(os.path.expanduser(cache), "tfds")
+  return os.path.join(config_utils.cache_root(), "tfds")
 
 
 def prepare(image_dir: str, labels_dir: str, space: str, data_dir: str = "",

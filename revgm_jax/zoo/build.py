@@ -14,12 +14,11 @@ images are there, so a killed build never leaves a half-written folder under a G
 next call rebuilds exactly the missing GMs (each GM depends only on the config and its own
 seed, so the result is byte-identical to an uninterrupted build).
 
-  python -m revgm_jax.zoo build --preset default --out DIR [--images_per_gm 100 ...]
+  python -m revgm_jax.zoo build --preset default --out DIR [--zoo.images_per_gm=100 ...]
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import fcntl
@@ -38,9 +37,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from revgm_jax import labels
+from revgm_jax import config_utils, labels
 from revgm_jax.zoo import plan as P
-from revgm_jax.zoo import presets, real
+from revgm_jax.zoo import real
 from revgm_jax.zoo.generators import Generator, init_variables, variable_shapes
 from revgm_jax.zoo.sampling import calibrated, sample_images
 from revgm_jax.zoo.training import TrainSetup, train_gm
@@ -63,13 +62,9 @@ def config_hash(cfg: ml_collections.ConfigDict) -> str:
   return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def cache_root() -> str:
-  return os.path.expanduser(os.environ.get("REVGM_CACHE") or "~/.cache/revgm_jax")
-
-
 def default_zoo_dir(cfg: ml_collections.ConfigDict) -> str:
   """Where the zoo of `cfg` is cached: $REVGM_CACHE/zoo/<preset>-<config hash>."""
-  return os.path.join(cache_root(), "zoo", f"{cfg.preset}-{config_hash(cfg)}")
+  return os.path.join(config_utils.cache_root(), "zoo", f"{cfg.preset}-{config_hash(cfg)}")
 
 
 def validate(cfg: ml_collections.ConfigDict):
@@ -306,43 +301,3 @@ def _build(cfg: ml_collections.ConfigDict, out_dir: str, index: int, count: int)
   if multihost:
     multihost_utils.sync_global_devices("revgm_zoo_done")
 
-
-def _parse_value(text: str, default):
-  if isinstance(default, bool):
-    return text.lower() in ("1", "true", "yes")
-  if isinstance(default, tuple):
-    return tuple(type(default[0])(v) for v in text.split(",") if v)
-  return type(default)(text)
-
-
-def main(argv: list[str] | None = None):
-  parser = argparse.ArgumentParser(prog="python -m revgm_jax.zoo",
-                                   description="Build a labelled zoo of small generators.")
-  sub = parser.add_subparsers(dest="command", required=True)
-  b = sub.add_parser("build", help="build (or finish, or reuse) a zoo")
-  b.add_argument("--preset", default="default", choices=presets.PRESETS)
-  b.add_argument("--out", default="", help="output directory; default: the cache directory "
-                 "$REVGM_CACHE/zoo/<preset>-<config hash>")
-  b.add_argument("--process_index", type=int, default=None, help="this host's share of GMs")
-  b.add_argument("--process_count", type=int, default=None, help="hosts sharing the build")
-  fields = presets.get_preset("default")
-  for key, default in fields.items():
-    if key != "preset":
-      b.add_argument(f"--{key}", default=None,
-                     help=f"override the preset's {key} (e.g. {default!r}; tuples comma-separated)")
-  args = parser.parse_args(argv)
-  cfg = presets.get_preset(args.preset)
-  for key, default in fields.items():
-    value = getattr(args, key, None) if key != "preset" else None
-    if value is not None:
-      try:
-        cfg[key] = _parse_value(value, default)
-      except ValueError:
-        parser.error(f"--{key}={value!r}: expected a value like {default!r}")
-  try:
-    validate(cfg)
-  except ValueError as e:
-    parser.error(str(e))
-  out = args.out or default_zoo_dir(cfg)
-  build_zoo(cfg, out, args.process_index, args.process_count)
-  print(out)

@@ -3,21 +3,42 @@
 tiny: tests (under 60 s on the CI machine). default: the embedded data of `python train.py`.
 full: at least 116 trained GMs x 1000 images, as in the paper (long CPU run or a GPU; several
 hosts split the GMs by process index).
-Every field can be overridden (`python -m revgm_jax.zoo build --preset default --images_per_gm
-100`); the build cache is keyed by all of them.
+Every field can be overridden (`python -m revgm_jax.zoo build --preset default
+--zoo.images_per_gm=100`, `python train.py --config.data.zoo.images_per_gm=100`); the build
+cache is keyed by all of them.
 """
 
 import ml_collections
 
 PRESETS = ("tiny", "default", "full")
 
+# What tiny and full change in the default preset.
+_CHANGES = {
+    "tiny": dict(num_random_gms=8, num_trained_gms=4, images_per_gm=24, train_steps=20,
+                 real_images=32, train_pool=256, num_blocks=(2, 3), widths=(8, 16),
+                 convs_per_block=(1, 2), trained_widths=(8,), trained_convs_per_block=(1,),
+                 loss_set_sizes=(3,)),  # 4 GMs x 3 losses cover all 10 loss columns
+    "default": {},
+    "full": dict(num_random_gms=0, num_trained_gms=116, images_per_gm=1000, train_steps=2000,
+                 real_images=5000, batch_size=32, widths=(16, 32, 64), max_channels=256,
+                 trained_widths=(16, 32, 64), trained_convs_per_block=(1, 2, 3),
+                 trained_max_channels=256),
+}
+
 
 def get_preset(name: str) -> ml_collections.ConfigDict:
+  if name not in PRESETS:
+    raise ValueError(f"unknown zoo preset {name!r}; known: {', '.join(PRESETS)}")
   c = ml_collections.ConfigDict()
   c.preset = name
   c.seed = 0
+  c.num_random_gms = 48  # randomly initialised, architecture-only GMs
+  c.num_trained_gms = 12  # GMs trained with the zoo's loss types
+  c.images_per_gm = 300
+  c.train_steps = 120  # training steps of each trained GM
+  c.real_images = 600  # real crops written beside the GMs
   c.image_size = 32  # 64 and 128 selectable (any multiple of 16 from 32 to 256)
-  c.batch_size = 32  # zoo GM training batch
+  c.batch_size = 16  # zoo GM training batch
   c.lr = 2e-4
   c.train_pool = 2048  # real crops the trained GMs learn from
   c.test_fraction = 0.5  # share of the random-init and of the trained GMs in the 4 test sets
@@ -31,38 +52,5 @@ def get_preset(name: str) -> ml_collections.ConfigDict:
   c.trained_convs_per_block = (1, 2)
   c.trained_max_channels = 64
   c.loss_set_sizes = (1, 2, 3)  # sizes of the trained GMs' loss sets, in turn
-  if name == "tiny":
-    c.num_random_gms = 8  # randomly initialised, architecture-only GMs
-    c.num_trained_gms = 4  # GMs trained with the zoo's loss types
-    c.images_per_gm = 24
-    c.train_steps = 20
-    c.real_images = 32
-    c.train_pool = 256
-    c.batch_size = 16
-    c.num_blocks = (2, 3)
-    c.widths = (8, 16)
-    c.convs_per_block = (1, 2)
-    c.trained_widths = (8,)
-    c.trained_convs_per_block = (1,)
-    c.loss_set_sizes = (3,)  # 4 GMs x 3 losses cover all 10 loss columns
-  elif name == "default":
-    c.num_random_gms = 48
-    c.num_trained_gms = 12
-    c.images_per_gm = 300
-    c.train_steps = 120
-    c.batch_size = 16
-    c.real_images = 600
-  elif name == "full":
-    c.num_random_gms = 0
-    c.num_trained_gms = 116
-    c.images_per_gm = 1000
-    c.train_steps = 2000
-    c.real_images = 5000
-    c.widths = (16, 32, 64)
-    c.trained_widths = (16, 32, 64)
-    c.trained_convs_per_block = (1, 2, 3)
-    c.max_channels = 256
-    c.trained_max_channels = 256
-  else:
-    raise ValueError(f"unknown zoo preset {name!r}; known: {', '.join(PRESETS)}")
+  c.update(_CHANGES[name])
   return c

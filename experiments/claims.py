@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import ml_collections
 
+from revgm_jax import config_utils
 from revgm_jax.evaluation import metrics
 from revgm_jax.losses import constraints
 
@@ -38,15 +39,7 @@ def row_overrides(base: ml_collections.ConfigDict) -> dict[str, dict]:
 def make_config(base: ml_collections.ConfigDict, overrides: Mapping,
                 seed: int) -> ml_collections.ConfigDict:
   """A copy of `base` with `overrides` ({"loss.weighted_ce": False, ...}) and `seed`."""
-  config = ml_collections.ConfigDict(base.to_dict())
-  config.seed = seed
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return config_utils.with_overrides(base, {**overrides, "seed": seed}, source="--config")
 
 
 def stat(values: Sequence[Mapping]) -> dict:
