@@ -1,9 +1,39 @@
-"""Multi-process JAX jobs: the settings that start one."""
+"""Multi-process JAX jobs on this machine (revgm_jax.launch_local, 2 processes x 2 CPU devices).
+
+The tests that start jobs are marked `multihost` (`pytest -m multihost`) and are part of the
+default suite. Every job has a timeout: a hung job fails its test instead of the suite.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from revgm_jax import distributed
 import tiny_run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JOB = os.path.join(REPO, "tests", "multihost_job.py")
+
+
+def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0):
+  """Runs tests/multihost_job.py as a 2-process job: (exit status, stdout, stderr, seconds)."""
+  cmd = [sys.executable, "-m", "revgm_jax.launch_local", "--processes=2",
+         "--devices_per_process=2", f"--grace_s={grace_s}", "--", JOB, *job_args]
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+  start = time.monotonic()
+  with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, start_new_session=True) as p:
+    try:
+      out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      os.killpg(p.pid, signal.SIGKILL)  # the launcher and the processes it started
+      out, err = p.communicate()
+      pytest.fail(f"the job ran over {timeout} s:\n{out}\n{err}")
+  return p.returncode, out, err, time.monotonic() - start
 
 
 def test_half_given_distributed_settings_name_the_missing_fields(monkeypatch):
@@ -19,3 +49,21 @@ def test_half_given_distributed_settings_name_the_missing_fields(monkeypatch):
   with pytest.raises(ValueError, match=r"REVGM_PROCESS_ID.*process_id set but not "
                      "coordinator_address, num_processes"):
     distributed.initialize()
+
+
+@pytest.mark.multihost
+def test_two_processes_form_one_job_with_cross_process_collectives():
+  status, out, err, _ = launch("collectives", timeout=120)
+  assert status == 0, err
+  assert "[p0] collectives ok" in out and "[p1] collectives ok" in out
+
+
+@pytest.mark.multihost
+@pytest.mark.parametrize("how, status", [("exit3", 3), ("raise", 1)])
+def test_a_failed_process_fails_the_job_and_stops_the_others(how, status):
+  code, _, err, seconds = launch("fail", how, grace_s=1.0, timeout=120)
+  assert code == status, err
+  assert f"launch_local: p1 failed with exit status {status}" in err
+  assert seconds < 90  # not JAX's 300 s shutdown barrier, nor p0's endless sleep
+  if how == "raise":
+    assert "[p1] RuntimeError: process 1 fails" in err
