@@ -2,8 +2,11 @@
 
   multihost_job.py collectives         the job's shape, a cross-process psum and allgather
   multihost_job.py fail raise|exit3    p1 raises (or dies with status 3); p0 waits
+  multihost_job.py zoo OUT OVERRIDES   a tiny zoo (JSON overrides) built together into OUT/shared
+                                       (twice), and into OUT/disk_<i> (disks not shared)
 """
 
+import json
 import os
 import sys
 import time
@@ -41,6 +44,16 @@ def fail(how: str):
   time.sleep(600)  # a process that would never end by itself
 
 
+def zoo(out: str, overrides: str):
+  import jax  # pylint: disable=g-import-not-at-top
+  from revgm_jax.zoo import build, presets  # pylint: disable=g-import-not-at-top
+  cfg = presets.get_preset("tiny")
+  cfg.update(json.loads(overrides))
+  for _ in range(2):
+    build.build_zoo(cfg, os.path.join(out, "shared"))
+  build.build_zoo(cfg, os.path.join(out, f"disk_{jax.process_index()}"))
+
+
 if __name__ == "__main__":
   assert distributed.initialize(), "not started by revgm_jax.launch_local"
-  {"collectives": collectives, "fail": fail}[sys.argv[1]](*sys.argv[2:])
+  {"collectives": collectives, "fail": fail, "zoo": zoo}[sys.argv[1]](*sys.argv[2:])

@@ -4,6 +4,7 @@ The tests that start jobs are marked `multihost` (`pytest -m multihost`) and are
 default suite. Every job has a timeout: a hung job fails its test instead of the suite.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -13,10 +14,14 @@ import time
 import pytest
 
 from revgm_jax import distributed
+from revgm_jax.zoo import build, presets
 import tiny_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = os.path.join(REPO, "tests", "multihost_job.py")
+# 4 random-init GMs: two per process (trained GMs only add training time to the same path).
+ZOO = {"num_random_gms": 4, "num_trained_gms": 0, "images_per_gm": 4, "real_images": 4}
+_TIMING = {"seconds", "gm_seconds", "last_run_wall_seconds"}
 
 
 def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0):
@@ -67,3 +72,35 @@ def test_a_failed_process_fails_the_job_and_stops_the_others(how, status):
   assert seconds < 90  # not JAX's 300 s shutdown barrier, nor p0's endless sleep
   if how == "raise":
     assert "[p1] RuntimeError: process 1 fails" in err
+
+
+def _zoo_files(out_dir: str) -> dict[str, object]:
+  """Relative path -> bytes (JSON records: the data without build times) of a built zoo."""
+  files = {}
+  for root, _, names in os.walk(out_dir):
+    for name in names:
+      if name.startswith(".lock-"):
+        continue
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        data = f.read()
+      if name.endswith(".json"):
+        data = {k: v for k, v in json.loads(data).items() if k not in _TIMING}
+      files[os.path.relpath(path, out_dir)] = data
+  return files
+
+
+@pytest.mark.multihost
+def test_processes_build_a_zoo_together_equal_to_one_process_build(tmp_path):
+  cfg = presets.get_preset("tiny")
+  cfg.update(ZOO)
+  reference = _zoo_files(build.build_zoo(cfg, str(tmp_path / "one_process")))
+  status, out, err, _ = launch("zoo", str(tmp_path), json.dumps(ZOO), timeout=240)
+  assert status == 0, err
+  shared = tmp_path / "shared"
+  assert _zoo_files(str(shared)) == reference
+  finished = [line[:4] for line in out.splitlines() if f") at {shared}:" in line]
+  assert finished == ["[p0]"]  # only process 0 wrote the shared files
+  assert f"[p0] zoo tiny at {shared} is complete (same config): nothing to do" in out
+  for i in range(2):  # on a disk of its own, each process also made the other's GMs
+    assert _zoo_files(str(tmp_path / f"disk_{i}")) == reference
