@@ -101,7 +101,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 500  # validation-GM evaluation and checkpoint
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 3
-  config.multihost = False  # call jax.distributed.initialize()
+  config.multihost = False  # read by train_lib until it calls distributed.initialize (issue 16)
+  # One job over several processes (revgm_jax/distributed.py): set the first three to launch
+  # without a scheduler, or only multihost=True to let JAX find them (Cloud TPU, SLURM, MPI, k8s).
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.coordinator_address = ""  # "host:port" of process 0, reachable by all
+  config.distributed.num_processes = 0  # processes in the job
+  config.distributed.process_id = -1  # this process, 0 .. num_processes - 1
+  config.distributed.multihost = False
+  config.distributed.local_device_ids = ""  # e.g. "0,1": this process's accelerators; "" = all
 
   # --- evaluation (DESIGN.md 8) -------------------------------------------------------------
   config.eval = ml_collections.ConfigDict()

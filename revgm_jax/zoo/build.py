@@ -7,7 +7,7 @@ Layout of a built zoo (the published layout, DESIGN.md 9):
   OUT/meta/<GM_NAME>.json            per-GM build record (training losses, seconds)
   OUT/zoo_config.json                the config this directory belongs to
   OUT/zoo_summary.json               written last: its presence marks a finished build
-  OUT/.lock-<host index>             serialises processes of one host building the same OUT
+  OUT/.lock-<share>, OUT/.lock-finish  serialise processes building the same OUT
 
 A GM is written into OUT/gms/.tmp-<GM_NAME> and renamed to its final name only when all its
 images are there, so a killed build never leaves a half-written folder under a GM's name; the
@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+import uuid
 
 import jax
 from jax.experimental import multihost_utils
@@ -95,7 +96,7 @@ def validate(cfg: ml_collections.ConfigDict):
 
 
 def _write_json(path: str, data: dict):
-  tmp = f"{path}.tmp-{os.getpid()}"
+  tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # unique across hosts sharing the disk
   with open(tmp, "w") as f:
     json.dump(data, f, indent=1, sort_keys=True)
   os.replace(tmp, path)
@@ -236,11 +237,11 @@ def _print_summary(summary: dict, out_dir: str):
 
 
 @contextlib.contextmanager
-def _host_lock(out_dir: str, index: int):
-  """Serialises processes of the same host index building into out_dir (e.g. two trainings
-  started at once); different host indices work in parallel on their own GMs."""
+def _lock(out_dir: str, name: str):
+  """Serialises the processes that make the same files of out_dir (e.g. two trainings started
+  at once): `.lock-<i>` guards the GMs of share i, `.lock-finish` the shared files."""
   os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, f".lock-{index}"), "w") as f:
+  with open(os.path.join(out_dir, f".lock-{name}"), "w") as f:
     try:
       fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -253,51 +254,87 @@ def build_zoo(cfg: ml_collections.ConfigDict, out_dir: str, process_index: int |
               process_count: int | None = None) -> str:
   """Builds the zoo of `cfg` into out_dir (or finishes a killed build); returns out_dir.
 
-  Returns at once when out_dir already holds a finished build of the same config. With
-  several hosts, host i makes the GMs i, i + n, ... (process_index / process_count default to
-  JAX's); the host that finds every GM finished writes the labels and the summary.
+  Returns at once when out_dir already holds a finished build of the same config. The GMs
+  are split into process_count shares, share i = GMs i, i + n, ...:
+  - In a multi-process JAX job (jax.process_count() > 1) this is a collective: every process
+    calls it with the same arguments and makes its share (process_index / process_count are
+    JAX's); then process 0 writes the shared files. A process whose out_dir then lacks GMs of
+    other shares (a disk it does not share with them) makes those, and the shared files.
+  - Otherwise separate runs may split a build (CLI --process_index / --process_count); the
+    run that finds every GM finished writes the labels and the summary.
   """
   validate(cfg)
-  index = jax.process_index() if process_index is None else process_index
-  count = jax.process_count() if process_count is None else process_count
-  if not is_complete(out_dir, cfg):
-    with _host_lock(out_dir, index):
-      if not is_complete(out_dir, cfg):  # unless a process we waited for finished it
-        _build(cfg, out_dir, index, count)
-        return out_dir
-  print(f"zoo {cfg.preset} at {out_dir} is complete (same config): nothing to do")
+  if jax.process_count() > 1:
+    if (process_index, process_count) not in ((None, None),
+                                              (jax.process_index(), jax.process_count())):
+      raise ValueError(f"process_index={process_index}, process_count={process_count} differ "
+                       f"from this JAX process ({jax.process_index()} of {jax.process_count()})")
+    _build_together(cfg, out_dir)
+  elif is_complete(out_dir, cfg):
+    print(f"zoo {cfg.preset} at {out_dir} is complete (same config): nothing to do")
+  else:
+    start, plan = time.time(), P.make_plan(cfg)
+    index, count = process_index or 0, process_count or 1
+    _claim(out_dir, cfg)
+    _make(cfg, out_dir, plan[index::count], index)
+    missing = [gm.name for gm in plan if not _gm_done(out_dir, gm, cfg.images_per_gm)]
+    if missing:
+      print(f"zoo: this run finished its {len(plan[index::count])} GMs; {len(missing)} GMs of "
+            f"other runs are not finished yet (e.g. {missing[0]}); the run that finishes last "
+            "writes the labels")
+    else:
+      _finish(cfg, out_dir, plan, start)
   return out_dir
 
 
-def _build(cfg: ml_collections.ConfigDict, out_dir: str, index: int, count: int):
-  start = time.time()
-  _claim(out_dir, cfg)
-  for sub in (GMS_DIR, META_DIR):
-    os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
-  plan = P.make_plan(cfg)
-  mine = plan[index::count]
-  todo = [gm for gm in mine if not _gm_done(out_dir, gm, cfg.images_per_gm)]
-  pool = training_pool(cfg) if any(gm.trained for gm in todo) else None
-  bar = tqdm(todo, desc=f"zoo {cfg.preset}", unit="GM", initial=len(mine) - len(todo),
-             total=len(mine), file=sys.stdout)
-  for gm in bar:
-    bar.set_postfix_str(gm.name)
-    t = time.time()
-    images, record = build_gm(cfg, gm, pool)
-    record["seconds"] = round(time.time() - t, 2)
-    _write_json(os.path.join(out_dir, META_DIR, gm.name + ".json"), record)
-    _write_folder(os.path.join(out_dir, GMS_DIR, gm.name), images)
-  bar.close()
-  multihost = jax.process_count() > 1
-  if multihost:
-    multihost_utils.sync_global_devices("revgm_zoo_gms")
-  missing = [gm.name for gm in plan if not _gm_done(out_dir, gm, cfg.images_per_gm)]
-  if missing:
-    print(f"zoo: this host finished its {len(mine)} GMs; {len(missing)} GMs of other hosts are "
-          f"not finished yet (e.g. {missing[0]}); the host that finishes last writes the labels")
+def _build_together(cfg: ml_collections.ConfigDict, out_dir: str):
+  """build_zoo for every process of a JAX job; each calls the same collectives in turn."""
+  index, count = jax.process_index(), jax.process_count()
+  complete = multihost_utils.process_allgather(np.array(is_complete(out_dir, cfg)))
+  if np.all(complete):
+    if index == 0:
+      print(f"zoo {cfg.preset} at {out_dir} is complete (same config): nothing to do")
     return
-  if not multihost or index == 0:
-    _print_summary(_finalize(cfg, plan, out_dir, time.time() - start), out_dir)
-  if multihost:
-    multihost_utils.sync_global_devices("revgm_zoo_done")
+  start, plan = time.time(), P.make_plan(cfg)
+  _claim(out_dir, cfg)
+  _make(cfg, out_dir, plan[index::count], index)
+  multihost_utils.sync_global_devices("revgm_jax zoo: shares made")
+  for share in range(count):  # all there, unless out_dir is a disk not shared with `share`
+    if not all(_gm_done(out_dir, gm, cfg.images_per_gm) for gm in plan[share::count]):
+      print(f"zoo: GMs of process {share} are missing from {out_dir} (a disk it does not "
+            "share); making them here")
+      _make(cfg, out_dir, plan[share::count], share)
+  if index == 0:
+    _finish(cfg, out_dir, plan, start)
+  multihost_utils.sync_global_devices("revgm_jax zoo: finished")
+  if index != 0:  # a no-op unless process 0 wrote the shared files on another disk
+    _finish(cfg, out_dir, plan, start)
+
+
+def _make(cfg: ml_collections.ConfigDict, out_dir: str, gms: list[P.GMPlan], share: int):
+  """Makes those of `gms` (of share `share`) that are not on disk yet."""
+  with _lock(out_dir, str(share)):
+    todo = [gm for gm in gms if not _gm_done(out_dir, gm, cfg.images_per_gm)]
+    if not todo:
+      return
+    for sub in (GMS_DIR, META_DIR):
+      os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    pool = training_pool(cfg) if any(gm.trained for gm in todo) else None
+    bar = tqdm(todo, desc=f"zoo {cfg.preset}", unit="GM", initial=len(gms) - len(todo),
+               total=len(gms), file=sys.stdout)
+    for gm in bar:
+      bar.set_postfix_str(gm.name)
+      t = time.time()
+      images, record = build_gm(cfg, gm, pool)
+      record["seconds"] = round(time.time() - t, 2)
+      _write_json(os.path.join(out_dir, META_DIR, gm.name + ".json"), record)
+      _write_folder(os.path.join(out_dir, GMS_DIR, gm.name), images)
+    bar.close()
+
+
+def _finish(cfg: ml_collections.ConfigDict, out_dir: str, plan: list[P.GMPlan], start: float):
+  """Writes the shared files (every GM is there), unless a process we waited for did."""
+  with _lock(out_dir, "finish"):
+    if not is_complete(out_dir, cfg):
+      _print_summary(_finalize(cfg, plan, out_dir, time.time() - start), out_dir)
 

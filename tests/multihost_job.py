@@ -1,0 +1,59 @@
+"""One process of the jobs that tests/test_multihost.py starts with revgm_jax.launch_local.
+
+  multihost_job.py collectives         the job's shape, a cross-process psum and allgather
+  multihost_job.py fail raise|exit3    p1 raises (or dies with status 3); p0 waits
+  multihost_job.py zoo OUT OVERRIDES   a tiny zoo (JSON overrides) built together into OUT/shared
+                                       (twice), and into OUT/disk_<i> (disks not shared)
+"""
+
+import json
+import os
+import sys
+import time
+
+from revgm_jax import distributed
+
+
+def collectives():
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 4, 2)
+  mesh = jax.make_mesh((4,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+  local = np.array([d.id for d in jax.local_devices()], np.float32)  # this process's rows
+  x = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local)
+  total = jax.jit(jax.shard_map(lambda v: jax.lax.psum(v, "data"), mesh=mesh,
+                                in_specs=P("data"), out_specs=P()))(x)
+  assert float(total.addressable_data(0)[0]) == sum(d.id for d in jax.devices()), total
+  ids = multihost_utils.process_allgather(np.array([jax.process_index()]), tiled=True)
+  assert ids.tolist() == [0, 1], ids
+  print("collectives ok", flush=True)
+
+
+def fail(how: str):
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 1:
+    if how == "raise":
+      raise RuntimeError("process 1 fails")
+    os._exit(3)  # pylint: disable=protected-access
+  if how == "raise":
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices("never reached by process 1")
+  time.sleep(600)  # a process that would never end by itself
+
+
+def zoo(out: str, overrides: str):
+  import jax  # pylint: disable=g-import-not-at-top
+  from revgm_jax.zoo import build, presets  # pylint: disable=g-import-not-at-top
+  cfg = presets.get_preset("tiny")
+  cfg.update(json.loads(overrides))
+  for _ in range(2):
+    build.build_zoo(cfg, os.path.join(out, "shared"))
+  build.build_zoo(cfg, os.path.join(out, f"disk_{jax.process_index()}"))
+
+
+if __name__ == "__main__":
+  assert distributed.initialize(), "not started by revgm_jax.launch_local"
+  {"collectives": collectives, "fail": fail, "zoo": zoo}[sys.argv[1]](*sys.argv[2:])
