@@ -32,6 +32,7 @@ def main(argv):
   # TensorFlow (the input pipeline) must not take accelerator memory from JAX (JAX_NOTES 3g).
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
+  import jax
   from revgm_jax import train_lib
   from revgm_jax.evaluation import report
 
@@ -43,6 +44,8 @@ def main(argv):
   logging.info("workdir: %s", workdir)
   print(f"workdir: {workdir} (log: {os.path.join(workdir, 'train.INFO')})", flush=True)
   results = train_lib.train_and_evaluate(_CONFIG.value, workdir)
+  if jax.process_index() != 0:  # one console per job
+    return
   if "preempted_at" in results:
     print(f"preempted: saved step {results['preempted_at']} in {workdir}; rerun the same "
           "command to resume", flush=True)

@@ -101,7 +101,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 500  # validation-GM evaluation and checkpoint
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 3
-  config.multihost = False  # read by train_lib until it calls distributed.initialize (issue 16)
   # One job over several processes (revgm_jax/distributed.py): set the first three to launch
   # without a scheduler, or only multihost=True to let JAX find them (Cloud TPU, SLURM, MPI, k8s).
   config.distributed = ml_collections.ConfigDict()

@@ -35,21 +35,21 @@ _LABEL_KEYS = ("net", "loss", "loss_group")
 _MAX_OPEN_FILES = 128
 
 
-def prepare_data(config: ml_collections.ConfigDict) -> builder.PreparedData:
-  """Builds or finds the shards of `config.data.source` ("zoo" or "folder")."""
-  data = config.data
+def image_folders(data: ml_collections.ConfigDict) -> tuple[str, str]:
+  """(image dir, label dir) of `config.data`; the zoo source builds or finds the zoo first.
+
+  Every process of a job must call it together: the zoo build splits its GMs over them.
+  """
   if data.source == "zoo":
     from revgm_jax.zoo import build as zoo_build  # pylint: disable=g-import-not-at-top
     out_dir = zoo_build.build_zoo(data.zoo, data.zoo_dir or zoo_build.default_zoo_dir(data.zoo))
-    image_dir, labels_dir = os.path.join(out_dir, "gms"), out_dir
-  elif data.source == "folder":
+    return os.path.join(out_dir, "gms"), out_dir
+  if data.source == "folder":
     if not data.image_dir:
       raise ValueError("config.data.source='folder' needs --config.data.image_dir=IMAGE_DIR "
                        "(IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp)")
-    image_dir, labels_dir = data.image_dir, data.labels_dir
-  else:
-    raise ValueError(f"config.data.source={data.source!r}; use 'zoo' or 'folder'")
-  return builder.prepare(image_dir, labels_dir, data.space, data.tfds_dir, data.shards_per_gm)
+    return data.image_dir, data.labels_dir
+  raise ValueError(f"config.data.source={data.source!r}; use 'zoo' or 'folder'")
 
 
 def host_slices(slices: list[builder.FileSlice], process_index: int,
@@ -296,13 +296,20 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
   mesh = sharding.make_mesh() if mesh is None else mesh
   for name in ("batch_size", "eval_batch_size"):
     sharding.check_batch_size(config[name], mesh, name)
-  # Process 0 builds first; the others then find its shards (shared data_dir) or build their own.
+  image_dir, labels_dir = image_folders(config.data)
+  d = config.data
+
+  def prepare():
+    return builder.prepare(image_dir, labels_dir, d.space, d.tfds_dir, d.shards_per_gm)
+
+  # Process 0 converts first; the others then find its shards (shared tfds_dir) or convert
+  # their own.
   if jax.process_index() == 0:
-    data = prepare_data(config)
+    data = prepare()
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("revgm_jax: data prepared")
   if jax.process_index() != 0:
-    data = prepare_data(config)
+    data = prepare()
   gt = data.gt
   present = [n for n in gt.names if n in data.gm_info]
   if len(present) < len(gt):

@@ -16,7 +16,7 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from tqdm import tqdm
 
-from revgm_jax import checkpointing, input_pipeline, sharding, steps
+from revgm_jax import checkpointing, distributed, input_pipeline, sharding, steps
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import evaluator
 from revgm_jax.evaluation import run as eval_run
@@ -69,8 +69,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   Resumes from the latest checkpoint in `workdir` if there is one.
   """
-  if config.multihost:
-    jax.distributed.initialize()  # coordinator and process ids from the cluster environment
+  distributed.initialize(config.distributed)  # a no-op for a single-process run
   workdir = os.path.abspath(workdir)
   main = jax.process_index() == 0
   mesh = sharding.make_mesh()
