@@ -122,7 +122,7 @@ DESCRIPTION = __doc__.split("\n\n")[0].strip()
 
 def run(args: argparse.Namespace) -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # TF only decodes images here (JAX_NOTES 3g)
+  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
   logging.set_verbosity(logging.ERROR)
   try:
     loaded = inference.load(args.checkpoint)
