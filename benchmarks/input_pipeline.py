@@ -1,7 +1,7 @@
 r"""Images per second of the training input pipeline at 64 x 64 and 128 x 128.
 
   python benchmarks/input_pipeline.py                    # generated folder in a temp dir
-  python benchmarks/input_pipeline.py --image_dir=/data/RED116 --labels_dir=../shared/red116 \
+  python benchmarks/input_pipeline.py --image_dir=/data/RED116 --labels_dir=/data/red116_labels \
       --space=red116
 
 Measures the host pipeline of `input_pipeline.train_dataset` (read shards, shuffle, decode PNG,

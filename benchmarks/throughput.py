@@ -8,7 +8,7 @@ Times the full model-parsing training step of `revgm_jax.steps.make_train_step` 
 four FFT constraint losses, parser, all heads, backward, Adam) at the paper's settings
 (`configs/red116.py`: 17 x 64 FEN, radius 25, Adam lr 1e-4 with L2 1e-4) on a fixed random
 batch, and the PyTorch peer of `benchmarks/torch_step.py` (the same step written from
-DESIGN.md) in the same invocation, with the same sizes and thread count. The peer runs in
+the design notes) in the same invocation, with the same sizes and thread count. The peer runs in
 worker processes driven over a pipe (own OpenMP settings, own memory figures): on CPU once with
 OpenMP's default waiting and once with OMP_WAIT_POLICY=PASSIVE, because spinning OpenMP threads
 lose up to 2x on a shared machine; the ratio takes the faster one. Compilation and warm-up are

@@ -1,10 +1,11 @@
 """PyTorch peer of our model-parsing training step, used only by `benchmarks/throughput.py`.
 
-Written from DESIGN.md 4-7.1 (not from our JAX code) so that "faster than PyTorch" compares
-the same work: FEN (DnCNN with BatchNorm), the four FFT constraint losses, the parsing network
-(5 x [conv 3x3 pad 2, ReLU, max-pool], dropout, FC, three branches, every head), the weighted
-CE / gated BCE parsing losses and Adam. It reads the same `ml_collections` config as our step,
-so both sides run the same sizes, coefficients and optimiser. NCHW, as the official code.
+Written from the design notes in docs/ (not from our JAX code) so that "faster than PyTorch"
+compares the same work: FEN (DnCNN with BatchNorm), the four FFT constraint losses, the
+parsing network (5 x [conv 3x3 pad 2, ReLU, max-pool], dropout, FC, three branches, every
+head), the weighted CE / gated BCE parsing losses and Adam. It reads the same `ml_collections`
+config as our step, so both sides run the same sizes, coefficients and optimiser. NCHW, as the
+official code.
 """
 
 import ml_collections
@@ -19,7 +20,7 @@ _LUMA = (0.299, 0.587, 0.114)
 
 
 class FEN(nn.Module):
-  """DnCNN: conv+ReLU, (depth-2) x conv+BN+ReLU, conv; output = fingerprint (DESIGN 4)."""
+  """DnCNN: conv+ReLU, (depth-2) x conv+BN+ReLU, conv; output = fingerprint (docs/model.md#fen)."""
 
   def __init__(self, depth: int, width: int, bn_momentum: float, bn_epsilon: float):
     super().__init__()
@@ -44,7 +45,7 @@ def _encoded_size(size: int, blocks: int) -> int:
 
 
 class Parser(nn.Module):
-  """Encoder, shared FC, one 64-d branch per output family, all heads (DESIGN 6)."""
+  """Encoder, shared FC, one 64-d branch per output family, all heads (docs/model.md#parser)."""
 
   def __init__(self, space: labels.Space, image_size: int, widths, fc_width: int,
                branch_widths, dropout: float, share_branch: bool):
@@ -97,7 +98,7 @@ class RevGM(nn.Module):
 
 
 def constraint_terms(fp, radius: int, rep_clip: float) -> dict:
-  """The four fingerprint properties of DESIGN 5 on F [B, 3, H, W] (NCHW)."""
+  """The four constraint terms (docs/losses.md#constraint-losses) of F [B, 3, H, W] (NCHW)."""
   gray = sum(c * fp[:, i] for i, c in enumerate(_LUMA))  # [B, H, W]
   spec = torch.fft.fftshift(torch.fft.fft2(gray), dim=(-2, -1)).abs()  # [B, H, W]
   h, w = spec.shape[-2:]
@@ -126,7 +127,8 @@ def _weighted_bce(p, y, w):
 
 
 def parsing_loss(outputs: dict, batch: dict, class_weights: dict, loss_cfg, space):
-  """10 x [MSE(cont) + sum CE_w(disc) + sum CE_w(group) + sum BCE_w(gated fine)] (DESIGN 6)."""
+  """10 x [MSE(cont) + sum CE_w(disc) + sum CE_w(group) + sum BCE_w(gated fine)]
+  (docs/losses.md#total-loss)."""
   net = batch["net"]
   k = space.num_continuous
   cont = torch.sigmoid(outputs["cont"])

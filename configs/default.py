@@ -9,17 +9,8 @@ validation GMs and evaluates on the test GMs.
   python train.py --config configs/default.py --config.batch_size=32 --config.data.test_set=2
 
 The FEN is lighter than the paper's 17 x 64 (`configs/red116.py`) so that the whole job, zoo
-build included, fits in 20 minutes on a 2-core CPU; the zoo's images are 32 x 32, so the
-low-frequency radius scales to round(25 * 32 / 64) = 12.
-
-Measured (2026-11-24, `python train.py` with no argument) on the shared 2-core development
-machine at load average 6-10 (other jobs running; the run got 0.6 cores on average): 60 GMs,
-48 training GMs x 300 images, 3 epochs = 2,700 steps of batch 16. Fresh cache: 28.7 min wall,
-17.2 CPU-minutes (zoo build 9.5 min, TFRecord conversion 1 min, training 17.2 min, test
-evaluation 0.8 min). With the zoo cached, at commit 72bd729: training and evaluation 19.8 min
-wall, 12.0 CPU-minutes; final training loss 62.9 (FEN 1.05, parsing 61.9), selected step 2,000
-on the 4 validation GMs. Re-measured 2026-11-25 at commit 83b40ec on a quiet machine (load
-average ~2): from a fresh cache 10.7 min wall (zoo build 3.0 min); with the zoo cached 7.4 min.
+build included, fits in 20 minutes on a 2-core CPU (measured run times: README.md, Training);
+the zoo's images are 32 x 32, so the low-frequency radius scales to round(25 * 32 / 64) = 12.
 """
 
 import ml_collections
@@ -56,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.batch_size = 16  # global, across all devices and hosts
   config.eval_batch_size = 64
 
-  # --- model (DESIGN.md 4, 6) ---------------------------------------------------------------
+  # --- model (docs/model.md) --------------------------------------------------------------
   config.model = ml_collections.ConfigDict()
   config.model.fen_depth = 8
   config.model.fen_width = 32
@@ -70,7 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.head_activation = "logits"  # "official": sigmoid outputs fed to CE as logits
   config.model.dtype = "float32"  # "bfloat16": mixed precision trunks (FFT stays float32)
 
-  # --- losses (DESIGN.md 5, 6.2, 6.3) -------------------------------------------------------
+  # --- losses (docs/losses.md) ------------------------------------------------------------
   config.loss = ml_collections.ConfigDict()
   config.loss.fen_terms = "mag,spec,rep,sym"  # subset for the paper's ablations
   config.loss.coef_mag = 0.1
@@ -110,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.distributed.multihost = False
   config.distributed.local_device_ids = ""  # e.g. "0,1": this process's accelerators; "" = all
 
-  # --- evaluation (DESIGN.md 8) -------------------------------------------------------------
+  # --- evaluation (docs/protocol.md) ------------------------------------------------------
   config.eval = ml_collections.ConfigDict()
   config.eval.k_images = (1, 2, 5, 10, 20)
   config.eval.max_images_per_gm = 0  # 0 = all test images

@@ -1,8 +1,8 @@
-r"""Model parsing on the published RED116 set with the paper's settings (DESIGN.md 7.1).
+r"""Model parsing on the published RED116 set with the paper's settings.
 
 For users who have the images: `IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp`, one folder per GM named
-as in `gm_index.csv`, and a label directory with `gm_index.csv` and the ground-truth tables
-(`shared/red116/` of this project's sources; the image folder itself if they are there).
+as in the GM index, and a label directory with the published ground-truth tables (where to get
+them: docs/labels.md#getting-the-tables; the GM index ships with the package).
 
   python train.py --config configs/red116.py \
       --config.data.image_dir=/data/RED116 --config.data.labels_dir=/data/red116_labels \
@@ -12,7 +12,8 @@ Settings: images resized to 64 x 64, FEN 17 x 64, batch 16, Adam lr 1e-4 with Py
 weight decay 1e-4 (the 116 scripts), 20 epochs (about 104 GMs x 1000 images / 16 = 6,500
 steps per epoch on the full set), low-frequency radius 25. Model selection on 8 held-out
 training GMs (not on the test GMs as the official eval script does). Run the four leave-out
-sets with --config.data.test_set=1..4, each in its own workdir.
+sets with --config.data.test_set=1..4, each in its own workdir. The recipe and the protocol:
+docs/protocol.md.
 """
 
 import os

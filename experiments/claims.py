@@ -1,4 +1,5 @@
-"""The paper's qualitative claims as measured rows (DESIGN.md 8.4): row configs and the table.
+"""The paper's qualitative claims as measured rows (docs/protocol.md#paper-claims): row configs
+and the table.
 
 `experiments/paper_claims.py` trains one run per row and seed; this module says what each row
 changes and turns the runs' evaluation reports into claims.json / claims.md. Every comparison

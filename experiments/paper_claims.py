@@ -1,4 +1,4 @@
-r"""The paper's qualitative claims (DESIGN.md 8.4) as measured rows: one training run per row.
+r"""The paper's qualitative claims as measured rows: one training run per row.
 
   python experiments/paper_claims.py --out_dir ./paper_claims            # embedded default
   python experiments/paper_claims.py --config configs/default.py:tiny --out_dir /tmp/claims
@@ -44,7 +44,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # TF only reads data (JAX_NOTES 3g)
+  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
   from revgm_jax import train_lib, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   base = _CONFIG.value

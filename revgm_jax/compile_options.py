@@ -1,12 +1,11 @@
 """XLA compiler options for the model's jitted programs (train, eval and inference steps).
 
-Why: jaxlib 0.10's XLA:CPU hands convolutions to YNNPACK by default, and for the FEN's 3x3
-convs that path is 2-4x slower than XLA's own (Eigen) convolutions: a 64 -> 64 conv on a
-16 x 64 x 64 batch runs forward in 30 ms instead of 16 ms, and its kernel gradient in 133 ms
-instead of 34 ms (2-core Xeon, benchmarks/RESULTS.md). Turning YNNPACK off altogether is worse:
+Why (docs/jax_notes.md#cpu-compile-options): jaxlib 0.10's XLA:CPU hands convolutions to
+YNNPACK by default, and for the FEN's 3x3 convs that path is much slower than XLA's own (Eigen)
+convolutions, above all for the kernel gradient. Turning YNNPACK off altogether is worse:
 BatchNorm's reductions then become slow reduce-windows. So on CPU we keep YNNPACK for
-element-wise ops, reductions and dots and leave convolutions to XLA; the paper-size training
-step runs 2.4x faster than under jaxlib's defaults. Other backends get no options.
+element-wise ops, reductions and dots and leave convolutions to XLA (the measurements:
+benchmarks/RESULTS.md). Other backends get no options.
 
 Users who set `xla_cpu_experimental_ynn_fusion_type` in XLA_FLAGS keep their own setting.
 `jax.jit` takes compiler options only at the top level: to call one of these steps inside your

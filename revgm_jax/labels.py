@@ -1,11 +1,13 @@
 """The hyperparameter spaces that model parsing predicts, and their ground-truth tables.
 
-A *space* says what the labels mean (DESIGN.md 3): 15 architecture columns (9 continuous,
-min-max normalised to [0, 1]; 6 discrete) and L binary loss-type flags in G coarse groups.
-*Ground truth* is one label row per generative model (GM), read from a label directory that
-holds `gm_index.csv` (GM folder name -> row, leave-out test set) beside the `.npy` tables.
+A *space* says what the labels mean (docs/labels.md#spaces): 15 architecture columns (9
+continuous, min-max normalised to [0, 1]; 6 discrete) and L binary loss-type flags in G coarse
+groups. *Ground truth* is one label row per generative model (GM), read from a label directory
+that holds the `.npy` tables and `gm_index.csv` (GM folder name -> row, leave-out test set).
 GM names are mapped to rows through that index, never through sorted folder order
-(DESIGN.md 3.3: `sorted()` swaps CONT_ENC/CONTRAGAN and the WGAN variants of RED116).
+(docs/labels.md#row-order: `sorted()` swaps CONT_ENC/CONTRAGAN and the WGAN variants of RED116).
+The red116 and v1 tables share one index, which ships with the package: a label directory of
+those spaces needs only the official tables.
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ _LOSS10 = ("l1", "l2", "mse", "mmd", "adversarial", "wasserstein", "kl", "hinge"
            "least_squares", "cross_entropy")
 _GROUPS = ("pixel", "distribution", "classification")
 
-# RED116 (TPAMI): the meaning of the class indices is unknown (DESIGN.md Q2), so they are
-# named class_k; loss names are the tentative ones of DESIGN.md 3.2.
+# RED116 (TPAMI): the meaning of the class indices is unknown, so they are named class_k; the
+# loss names are tentative (docs/labels.md#red116).
 RED116 = Space(
     name="red116", net_names=NET_COLUMNS, class_names=_classes(4, 4, 4, 2, 2, 2),
     loss_names=_LOSS10, loss_groups=((0, 1, 2, 3), (4, 5, 6, 7, 8), (9,)), group_names=_GROUPS)
@@ -142,6 +144,10 @@ LABEL_FILES = {
                 group="ground_truth_loss_3dim.npy", row_column="row"),
 }
 INDEX_FILE = "gm_index.csv"
+# Our GM-name-to-row index of the published tables (docs/labels.md#gm-index), used where a
+# red116 / v1 label directory has no gm_index.csv of its own.
+SHIPPED_INDEX = os.path.join(os.path.dirname(os.path.abspath(__file__)), "label_tables",
+                             "red116_gm_index.csv")
 RANGES_FILE = "net_ranges.csv"  # name,min,max of the 9 continuous columns (raw units)
 RED140_RAW_FILE = "red140_net_arch_raw.csv"
 
@@ -270,11 +276,21 @@ def _read_ranges(labels_dir: str, n: int) -> tuple[np.ndarray, np.ndarray] | tup
   return None, None
 
 
+def index_path(labels_dir: str, space: str) -> str:
+  """The GM index of a label directory: its own gm_index.csv, else the shipped one (red116, v1)."""
+  own = os.path.join(labels_dir, INDEX_FILE)
+  if os.path.exists(own) or space not in ("red116", "v1"):
+    return own
+  return SHIPPED_INDEX
+
+
 def load_ground_truth(labels_dir: str, space: str | Space = "red116") -> GroundTruth:
   """Reads and validates the ground-truth tables of `space` from `labels_dir`."""
   space = get_space(space) if isinstance(space, str) else space
+  if not os.path.isdir(labels_dir):
+    raise FileNotFoundError(f"label directory {labels_dir} does not exist")
   files = LABEL_FILES[space.name]
-  names, _, sets = _read_index(os.path.join(labels_dir, INDEX_FILE), files["row_column"])
+  names, _, sets = _read_index(index_path(labels_dir, space.name), files["row_column"])
   n = len(names)
   net = _load_table(os.path.join(labels_dir, files["net"]), (n, NUM_NET))
   loss = _load_table(os.path.join(labels_dir, files["loss"]), (n, space.num_loss_types))

@@ -113,7 +113,7 @@ USAGE = "usage: {prog} --checkpoint PATH IMAGE_OR_FOLDER... [--json] [--aggregat
 
 def run(args: types.SimpleNamespace) -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # TF only decodes images here (JAX_NOTES 3g)
+  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
   logging.set_verbosity(logging.ERROR)
   try:
     loaded = inference.load(args.checkpoint)

@@ -14,7 +14,7 @@ LOSS_CFG = ml_collections.ConfigDict(dict(fen_terms="mag,spec,rep,sym", coef_mag
 
 
 def numpy_terms(f, n):
-  """DESIGN.md 4.1 / 5 written out with NumPy: luma, fft2, fftshift, window, max, transpose."""
+  """The constraint terms of docs/losses.md#constraint-losses, written out with NumPy."""
   f = np.asarray(f, np.float64)
   gray = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
   s = np.abs(np.fft.fftshift(np.fft.fft2(gray), axes=(-2, -1)))

@@ -12,7 +12,8 @@ import gm_folders
 from revgm_jax import labels
 from revgm_jax.data import builder, images
 
-# CONT_ENC is row 21 of the index although sorted() puts it after CONTRAGAN (DESIGN.md 3.3).
+# CONT_ENC is row 21 of the index although sorted() puts it after CONTRAGAN
+# (docs/labels.md#row-order).
 GMS = ("AAE", "BIGGAN_128", "CONT_ENC")
 
 
@@ -117,6 +118,18 @@ def test_file_slices_take_the_first_images_of_each_gm(tmp_path, red116_dir):
   assert data.num_images(["AAE", "CONT_ENC"], 4) == 8 and data.num_images(GMS) == 18
   with pytest.raises(builder.DataError, match="STARGAN.*no folder"):
     data.file_slices(["STARGAN"])
+
+
+def test_label_dir_of_official_tables_only_uses_the_shipped_index(tmp_path, red116_dir):
+  gm_folders.write_layout(tmp_path / "images", GMS, images_per_gm=2)
+  label_dir = gm_folders.copy_labels(red116_dir, tmp_path / "labels")
+  os.remove(os.path.join(label_dir, labels.INDEX_FILE))
+  data = _build(tmp_path, label_dir)
+  gt = labels.load_ground_truth(red116_dir, "red116")
+  assert data.gm_info["CONT_ENC"]["row"] == 21
+  for gm in GMS:
+    for ex in _examples(data, gm).values():
+      np.testing.assert_array_equal(ex["net"], gt.net[gt.row(gm)])
 
 
 def test_unchanged_input_does_no_work(tmp_path, red116_dir, count_builds):

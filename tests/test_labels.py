@@ -1,7 +1,12 @@
-"""The hyperparameter spaces and the published RED116 ground truth (../shared/red116)."""
+"""The hyperparameter spaces, label directories, and the published RED116 ground truth.
+
+Tests named *published* check the values of the published tables and are skipped without them
+(conftest.py); the others run on random tables in the same layout.
+"""
 
 import csv
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +15,16 @@ from sklearn.metrics import accuracy_score, f1_score
 from revgm_jax import labels
 
 
-def test_every_shared_file_loads_with_documented_shape(red116_dir):
+@pytest.fixture
+def official_only(published_red116, tmp_path):
+  """The published tables without our gm_index.csv: what a user downloads."""
+  for f in os.listdir(published_red116):
+    if f != labels.INDEX_FILE:
+      shutil.copy(published_red116 / f, tmp_path)
+  return tmp_path
+
+
+def test_published_files_load_with_documented_shape(published_red116):
   expected = {
       "ground_truth_net_116_15dim.npy": (116, 15), "ground_truth_loss_116_9dim.npy": (116, 10),
       "ground_truth_loss_116_3dim.npy": (116, 3), "ground_truth_net_116_15dim_cluster.npy": (12, 15),
@@ -21,25 +35,25 @@ def test_every_shared_file_loads_with_documented_shape(red116_dir):
       "ground_truth_loss_func_8dim_file.npy": (100, 8),
       "ground_truth_loss_func_3dim_file.npy": (100, 3),
   }
-  npys = sorted(f for f in os.listdir(red116_dir) if f.endswith(".npy"))
+  npys = sorted(f for f in os.listdir(published_red116) if f.endswith(".npy"))
   assert npys == sorted(expected)
   for name, shape in expected.items():
-    a = np.load(red116_dir / name, allow_pickle=False)
+    a = np.load(published_red116 / name, allow_pickle=False)
     assert a.shape == shape, name
     assert np.all(np.isfinite(a)), name
-  with open(red116_dir / "red140_net_arch_raw.csv") as f:
+  with open(published_red116 / "red140_net_arch_raw.csv") as f:
     assert len(list(csv.reader(f))) == 141
-  with open(red116_dir / "red140_loss_raw.csv") as f:
+  with open(published_red116 / "red140_loss_raw.csv") as f:
     assert len(list(csv.reader(f))) == 141
-  dm = np.loadtxt(red116_dir / "DM_loss.txt")
+  dm = np.loadtxt(published_red116 / "DM_loss.txt")
   assert dm.shape == (7, 10)
-  with open(red116_dir / "DM_net_arch.txt") as f:
+  with open(published_red116 / "DM_net_arch.txt") as f:
     assert [len(line.split()) for line in f if line.strip()] == [16] * 7
 
 
 def test_red116_names_map_to_index_rows_not_sorted_order(red116_dir):
   gt = labels.load_ground_truth(red116_dir, "red116")
-  with open(red116_dir / "gm_index.csv") as f:
+  with open(labels.SHIPPED_INDEX) as f:
     index = list(csv.DictReader(f))
   assert len(gt) == 116
   for rec in index:
@@ -50,20 +64,34 @@ def test_red116_names_map_to_index_rows_not_sorted_order(red116_dir):
   np.testing.assert_allclose(gt.net, np.load(red116_dir / "ground_truth_net_116_15dim.npy"), rtol=1e-6)
 
 
-def test_raw_ranges_reproduce_normalised_table(red116_dir):
-  gt = labels.load_ground_truth(red116_dir, "red116")
+def test_shipped_index_reads_a_label_dir_without_one(red116_dir, tmp_path):
+  for f in os.listdir(red116_dir):
+    if f != labels.INDEX_FILE:
+      shutil.copy(red116_dir / f, tmp_path)
+  for space in ("red116", "v1"):
+    own, shipped = (labels.load_ground_truth(d, space) for d in (red116_dir, tmp_path))
+    assert shipped.names == own.names and len(shipped) == (116 if space == "red116" else 100)
+    np.testing.assert_array_equal(shipped.net, own.net)
+    np.testing.assert_array_equal(shipped.test_set, own.test_set)
+  with pytest.raises(FileNotFoundError, match=f"{tmp_path}/gm_index.csv"):
+    labels.load_ground_truth(tmp_path, "zoo")  # a zoo's index is its own
+
+
+def test_published_raw_ranges_reproduce_normalised_table(official_only):
+  """Rows ordered by the shipped index: the raw table normalises to the published one."""
+  gt = labels.load_ground_truth(official_only, "red116")
   np.testing.assert_allclose(gt.cont_min, [1, 0, 0, 0, 0, 0, 0, 0, 300304])
   np.testing.assert_allclose(gt.cont_max, [105, 92, 40, 35, 57, 8365, 15, 20, 266907367])
-  with open(red116_dir / "red140_net_arch_raw.csv") as f:
+  with open(official_only / "red140_net_arch_raw.csv") as f:
     raw = np.array([[float(v) for v in r[2:11]] for r in list(csv.reader(f))[1:117]])
   norm = labels.minmax_normalize(raw, gt.cont_min, gt.cont_max)
   agree = np.all(np.abs(norm - gt.net[:, :9]) < 1e-4, axis=1)
-  assert agree.sum() == 110  # the README's 6 LGPN-edited rows differ
+  assert agree.sum() == 110  # the 6 rows LGPN edited later differ (docs/labels.md#red116)
   np.testing.assert_allclose(gt.denormalize(norm), raw, rtol=1e-9)
 
 
-def test_coarse_flags_are_or_of_fine_flags_except_srflow(red116_dir):
-  gt = labels.load_ground_truth(red116_dir, "red116")
+def test_published_coarse_flags_are_or_of_fine_flags_except_srflow(official_only):
+  gt = labels.load_ground_truth(official_only, "red116")
   fine_or = np.stack([gt.loss[:, list(g)].max(1) for g in gt.space.loss_groups], 1)
   bad = np.nonzero(np.any(fine_or != gt.loss_group, axis=1))[0]
   assert [gt.names[i] for i in bad] == ["SRFLOW"]
@@ -71,8 +99,8 @@ def test_coarse_flags_are_or_of_fine_flags_except_srflow(red116_dir):
   assert gt.loss[93, 0] == 1 and gt.loss_group[93, 0] == 0
 
 
-def test_class_counts_match_published_tables(red116_dir):
-  gt = labels.load_ground_truth(red116_dir, "red116")
+def test_published_class_counts(official_only):
+  gt = labels.load_ground_truth(official_only, "red116")
   counts = [np.bincount(gt.net[:, 9 + j].astype(int)).tolist() for j in range(6)]
   assert counts == [[72, 19, 19, 6], [10, 74, 8, 24], [15, 74, 24, 3], [80, 36], [39, 77], [67, 49]]
   w = labels.class_weights(gt)  # over all GMs, as the official code
@@ -91,9 +119,9 @@ def test_class_weights_count_training_gms_only(red116_dir):
   assert len(rows) == 104
 
 
-def test_leave_out_sets_and_trivial_baselines(red116_dir):
-  """DESIGN.md 8.4: training-mean / majority predictors on each test set."""
-  gt = labels.load_ground_truth(red116_dir, "red116")
+def test_published_leave_out_sets_and_trivial_baselines(official_only):
+  """docs/protocol.md#trivial-baselines: training-mean / majority predictors per test set."""
+  gt = labels.load_ground_truth(official_only, "red116")
   expected = {1: (0.140, 0.67, 0.36, 0.63), 2: (0.150, 0.64, 0.33, 0.59),
               3: (0.183, 0.58, 0.28, 0.58), 4: (0.148, 0.54, 0.27, 0.55)}
   seen = set()
@@ -159,7 +187,7 @@ def test_bad_tables_get_clear_errors(red116_dir, tmp_path):
   bad[0, 9] = 7
   with pytest.raises(ValueError, match="normalization_type"):
     labels.load_ground_truth(_write_labels(tmp_path / "c", gt, net=bad), "red116")
-  with pytest.raises(FileNotFoundError, match="gm_index.csv"):
+  with pytest.raises(FileNotFoundError, match="label directory .*missing does not exist"):
     labels.load_ground_truth(tmp_path / "missing", "red116")
   with pytest.raises(ValueError, match="unknown hyperparameter space"):
     labels.get_space("v3")

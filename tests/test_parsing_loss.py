@@ -59,7 +59,7 @@ def torch_weighted_ce(logits, y_true, w):
 
 
 def numpy_loss(out, batch, cw, space, activation, weighted=True, continuous="mse"):
-  """Every term of DESIGN.md 6.2/6.3, one head at a time, with the batch's mask applied."""
+  """Every term of docs/losses.md#parsing-losses, one head at a time, the batch's mask applied."""
   keep = batch["mask"]
   out = jax.tree.map(lambda a: np.asarray(a, np.float64)[keep], out)
   batch = {k: v[keep] for k, v in batch.items()}

@@ -1,7 +1,7 @@
 """TFRecord shards of a published-layout GM folder, built once per content (TFDS builder).
 
-Input: `IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp` plus a label directory (`gm_index.csv` and the
-ground-truth tables of a space, see `labels.load_ground_truth`). The published RED116 images
+Input: `IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp` plus a label directory (the ground-truth tables
+of a space and its `gm_index.csv`, see `labels.load_ground_truth`). The published RED116 images
 and our zoo (`ZOO_OUT/gms/`, labels in `ZOO_OUT/`) have this layout.
 
 Split design: **one TFDS split per GM** (named `gm_<row>`; examples in sorted file order). Every
@@ -16,9 +16,9 @@ relative path, size and mtime, the bytes of the index and ground-truth tables, t
 shard setting. Unchanged input finds its finished build and does no work; changed input gets a
 new name, is rebuilt, and older builds of the same image folder are deleted.
 
-Features per example (DESIGN.md 9.1): `image` (lossless PNG of the RGB image at its own size),
-`gm_name`, `gm_row` (row in the ground truth), `net` [15] float32, `loss` [L] int32,
-`loss_group` [G] int32, `id` (index of the image in the whole build), `file` (`GM/name`).
+Features per example (docs/labels.md#data-layout): `image` (lossless PNG of the RGB image at
+its own size), `gm_name`, `gm_row` (row in the ground truth), `net` [15] float32, `loss` [L]
+int32, `loss_group` [G] int32, `id` (index of the image in the whole build), `file` (`GM/name`).
 """
 
 from __future__ import annotations
@@ -95,8 +95,9 @@ def fingerprint(image_dir: str, labels_dir: str, space: labels.Space,
       st = os.stat(os.path.join(image_dir, gm.name, f))
       h.update(f"|{f}:{st.st_size}:{st.st_mtime_ns}".encode())
   files = labels.LABEL_FILES[space.name]
-  for f in (labels.INDEX_FILE, files["net"], files["loss"], files["group"]):
-    with open(os.path.join(labels_dir, f), "rb") as fh:
+  for path in (labels.index_path(labels_dir, space.name),
+               *(os.path.join(labels_dir, files[k]) for k in ("net", "loss", "group"))):
+    with open(path, "rb") as fh:
       h.update(hashlib.sha256(fh.read()).digest())
   return h.hexdigest()
 
@@ -122,7 +123,7 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
   """GM images and their hyperparameter labels, one split per GM (see module docstring)."""
 
   VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Per-GM splits, PNG images, DESIGN.md 9.1 features."}
+  RELEASE_NOTES = {"1.0.0": "Per-GM splits, PNG images, the features listed above."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       "Point manual_dir at a folder IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp (the published RED116 "
       "images or a zoo's gms/ folder); use revgm_jax.data.builder.prepare().")

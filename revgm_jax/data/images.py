@@ -1,6 +1,6 @@
 """Reading one generated image robustly: RGB uint8 out, or an error that names the file.
 
-The published GM folders mix formats and modes (DESIGN.md 9.1). The official loader
+The published GM folders mix formats and modes (docs/labels.md#data-layout). The official loader
 (torchvision's `pil_loader`) calls `Image.convert("RGB")` on everything, which also squashes
 16-bit images without a word; here the 8-bit modes that convert exactly are converted (alpha is
 dropped, as `convert` does) and reported to the caller, and anything else is an error.

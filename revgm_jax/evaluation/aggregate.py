@@ -1,10 +1,10 @@
-"""Multi-image parsing (DESIGN.md 8.3): score groups of k images of one GM instead of single images.
+"""Multi-image parsing (docs/protocol.md#k-image-evaluation): score groups of k images of one GM.
 
 The images of each GM are shuffled (seeded) and cut into disjoint groups of k; the leftover
 images (fewer than k) are dropped, and a GM with fewer than k images contributes no group. A
 group's prediction is the mean of its images' outputs: continuous values, class probabilities and
-gated loss probabilities alike (the paper's rule is unverified, Q6; the mean of fingerprints is
-the alternative that `run.py` offers with `config.eval.aggregate = "fingerprint"`).
+gated loss probabilities alike (the paper does not state its rule; the mean of fingerprints is
+the alternative that `run.py` adds with `config.eval.aggregate_fingerprints`).
 """
 
 from __future__ import annotations

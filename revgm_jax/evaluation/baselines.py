@@ -1,8 +1,8 @@
-"""Baselines printed beside the model (DESIGN.md 8.2), as predictions in the `metrics` format.
+"""Baselines printed beside the model (docs/protocol.md#baselines), in the `metrics` format.
 
 - majority: the training-GM mean of each continuous value, the training class frequencies of each
   discrete head and loss flag (argmax = majority class). Counted over GMs, one vote each, so it
-  matches the GM-level table of DESIGN.md 8.4.
+  matches the GM-level table of docs/protocol.md#trivial-baselines.
 - retrieval: the label vector of the training GM whose mean fingerprint has the highest cosine
   similarity with the test image's (or image group's) fingerprint.
 The third baseline, random ground truth, is a trained model (`config.data.shuffle_labels`); its

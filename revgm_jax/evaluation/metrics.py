@@ -1,4 +1,4 @@
-"""Model-parsing metrics of DESIGN.md 8.2, with scikit-learn's definitions.
+"""Model-parsing metrics (docs/protocol.md#metrics), with scikit-learn's definitions.
 
 Predictions and targets are plain NumPy dicts, one row per scored sample (an image, or a group of
 k images of one GM after `aggregate.aggregate`):
@@ -67,7 +67,7 @@ def _binary_family(prefix: str, names: Sequence[str], p_yes: np.ndarray,
 
 
 def parsing_metrics(pred: Mapping, target: Mapping, space: Space) -> dict:
-  """All DESIGN.md 8.2 metrics of `pred` against `target` (see the module docstring)."""
+  """All parsing metrics of `pred` against `target` (see the module docstring)."""
   net = np.asarray(target["net"])
   n = len(net)
   if n == 0:

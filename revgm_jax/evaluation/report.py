@@ -4,7 +4,7 @@
   {"name": test-set label, "split": "test", "step": checkpoint step, "space": space name,
    "gms": test GM names, "num_images": int,
    "methods": {method: metrics.parsing_metrics dict}   (model, random_gt, majority, retrieval),
-   "k_images": {method: {k: metrics dict}},            (multi-image parsing, DESIGN.md 8.3)
+   "k_images": {method: {k: metrics dict}},            (docs/protocol.md#k-image-evaluation)
    "confusion": 6 x [k, k] lists (the model's discrete heads, k = 1)}
 Figures need arrays that do not belong in JSON; `fingerprints` maps a GM name to
 {"image": [H, W, 3] in [0, 1], "fingerprint": [H, W, 3], "spectrum": [H, W] mean |FFT|}.

@@ -1,4 +1,4 @@
-"""The four fingerprint-property (constraint) losses of the FEN (DESIGN.md 4.1, 5).
+"""The four fingerprint-property (constraint) losses of the FEN (docs/losses.md#constraint-losses).
 
 All terms act on the luma of the fingerprint and on its centred magnitude spectrum
 S = |fftshift(fft2(F_gray))|, computed in float32 whatever the trunk's dtype. Inside

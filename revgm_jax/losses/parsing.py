@@ -1,4 +1,4 @@
-"""Parsing losses of the heads (DESIGN.md 6.2, 6.3) and the matching predictions.
+"""Parsing losses of the heads (docs/losses.md#parsing-losses) and the matching predictions.
 
 head_activation "logits" (default): CE on the logits of each discrete / coarse-group head,
 and for fine loss type i the gated probability p_i = P_yes(i) * P_yes(group g(i)) with
@@ -36,7 +36,8 @@ def _weighted_mean(values, weights, axis_name):
   return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
-def _ce(logits, labels):  # [..., k], [...] -> [...]; one-hot, not a gather (JAX_NOTES 3c)
+# One-hot products, not gathers: docs/jax_notes.md#class-weights-by-one-hot.
+def _ce(logits, labels):  # [..., k], [...] -> [...]
   return -jnp.sum(jax.nn.one_hot(labels, logits.shape[-1]) * jax.nn.log_softmax(logits), -1)
 
 

@@ -1,4 +1,4 @@
-"""Fingerprint estimation network (FEN): the DnCNN of DESIGN.md 4."""
+"""Fingerprint estimation network (FEN): the DnCNN of docs/model.md#fen."""
 
 from typing import Any
 

@@ -33,7 +33,7 @@ def conv3x3(x, w, pad: int = 1):
 
   Padding 1 ("same") is given to the conv; any other padding is an explicit `jnp.pad` and a
   VALID conv: XLA:CPU's backward pass of a 3x3 conv with padding 2 falls off its fast path
-  (the parser's encoder ran fwd+bwd in 1.73 s instead of 0.11 s at 64 x 64, batch 16).
+  (docs/jax_notes.md#padding-2-convolutions, measured in benchmarks/RESULTS.md).
   """
   if pad not in (0, 1, 2):
     raise ValueError(f"conv3x3 supports padding 0, 1 or 2, got {pad}")

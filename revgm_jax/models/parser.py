@@ -1,4 +1,4 @@
-"""Parsing network (PN): the CNN encoder and the multi-head MLP of DESIGN.md 6."""
+"""Parsing network (PN): the CNN encoder and the multi-head MLP of docs/model.md#parser."""
 
 from typing import Any, Sequence
 
@@ -36,7 +36,8 @@ class Parser(nn.Module):
 
   Branches (FC -> ReLU per `branch_widths`) feed the heads: branch 0 the architecture heads,
   branch 1 the coarse loss-group heads, branch 2 the fine loss-type heads; with
-  `share_branch` every head reads branch 0, as the official code does (DESIGN.md D1).
+  `share_branch` every head reads branch 0, as the official code does
+  (docs/official_code.md#d1-shared-branch).
   Head sizes come from `space`. Outputs are raw logits; the head activation (gating, the
   official sigmoid-then-CE) lives in `revgm_jax.losses.parsing`. Dropout needs the
   "dropout" rng when `train` is True.

@@ -1,6 +1,6 @@
 """Building a GM zoo on disk: cached, resumable, deterministic for a seed.
 
-Layout of a built zoo (the published layout, DESIGN.md 9):
+Layout of a built zoo (the published layout, docs/labels.md#data-layout):
   OUT/gms/<GM_NAME>/000000.png ...   images_per_gm PNGs per GM
   OUT/real/000000.png ...            real crops (for detection)
   OUT/gm_index.csv, OUT/ground_truth_*.npy, OUT/net_ranges.csv   labels, space "zoo"

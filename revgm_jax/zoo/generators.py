@@ -145,7 +145,7 @@ def subpixel_conv_transpose(x: jax.Array, kernel: jax.Array) -> jax.Array:
   a 2x2 conv of the input padded by 1 (its taps scattered from the 4x4 kernel): one stride-1
   conv to 4 * Cout phase channels, a one-pixel shift per phase, then depth-to-space. The same
   operator and cost as the transposed conv, but its gradient is a plain conv (XLA:CPU runs the
-  gradient of a transposed conv ~15x slower).
+  gradient of a transposed conv much slower, benchmarks/RESULTS.md).
   """
   b, h, w, cin = x.shape
   cout = kernel.shape[-1]

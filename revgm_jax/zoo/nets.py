@@ -1,8 +1,8 @@
 """The few small, fixed networks that train the zoo's generators: critics and encoders.
 
 They only down-sample with average pooling after stride-1 convs: the input-gradient of a strided
-conv is a transposed conv, which XLA:CPU runs ~15x slower, and every adversarial generator loss
-back-propagates through the critic into its input image.
+conv is a transposed conv, which XLA:CPU runs much slower (benchmarks/RESULTS.md), and every
+adversarial generator loss back-propagates through the critic into its input image.
 """
 
 from __future__ import annotations

@@ -139,8 +139,8 @@ def condition_labels(z: jax.Array, num_classes: int) -> jax.Array:
   return jnp.argmax(z[:, :num_classes], axis=-1).astype(jnp.int32)
 
 
-# A Python loop over a jitted step: the same step inside lax.fori_loop ran ~40x slower on
-# XLA:CPU (measured: 10 s vs 0.25 s per step).
+# A Python loop over a jitted step: the same step inside lax.fori_loop runs far slower on
+# XLA:CPU (benchmarks/RESULTS.md, other code choices).
 @functools.partial(jax.jit, static_argnames=("setup",), donate_argnums=(1,))
 def _train_step(setup: TrainSetup, state, real_pool, label_pool, key):
   return _step(setup, _optimizer(setup), real_pool, label_pool, state, key)
