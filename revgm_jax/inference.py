@@ -21,10 +21,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from revgm_jax import checkpointing, input_pipeline, labels, sharding, steps
+from revgm_jax import checkpointing, input_pipeline, labels, sharding, steps, tasks
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.data import images as images_lib
-from revgm_jax.models import model as model_lib
 
 
 @dataclasses.dataclass
@@ -36,7 +35,7 @@ class Loaded:
   config: ml_collections.ConfigDict
   gt: labels.GroundTruth  # the run's labels: space, class names, raw ranges
   split: dict  # {"train", "val", "test"} GM names of the run
-  model: model_lib.RevGM
+  model: object  # the task's Flax module (`tasks.create_model`)
   variables: dict  # {"params", "batch_stats"}, replicated over `mesh`
   mesh: jax.sharding.Mesh
 
@@ -52,18 +51,25 @@ def abstract_variables(model, image_size: int, mesh):
   return checkpointing.replicated_target(dict(shapes), mesh)
 
 
+class WrongTaskError(ValueError):
+  """The checkpoint was trained for another task than the command that loads it."""
+
+
 def load(path: str, config: ml_collections.ConfigDict | None = None,
-         mesh: jax.sharding.Mesh | None = None) -> Loaded:
+         mesh: jax.sharding.Mesh | None = None, task: str | None = None) -> Loaded:
   """Restores the model of a checkpoint path (see the module docstring).
 
   config: the run's config (default: the workdir's config.json); mesh: where the variables go
-  (default: the first device).
+  (default: the first device); task: raise WrongTaskError unless the run trained this task.
   """
   workdir, which, step = workdir_lib.resolve_checkpoint(path)
   config = workdir_lib.load_config(workdir) if config is None else config
+  if task is not None and tasks.name(config) != task:
+    raise WrongTaskError(f"{workdir} holds a {tasks.name(config)} model, not a {task} model "
+                         f"(config.task in {workdir_lib.CONFIG_FILE})")
   info, gt = workdir_lib.load_run_info(workdir)
   mesh = mesh or sharding.make_mesh(jax.devices()[:1])
-  model = model_lib.create_model(config, gt.space, axis_name=sharding.AXIS)
+  model = tasks.create_model(config, gt.space, info["split"], axis_name=sharding.AXIS)
   variables, progress = checkpointing.restore_variables(
       workdir, abstract_variables(model, config.image_size, mesh), which, step)
   return Loaded(workdir=workdir, which=which, step=int(progress["step"]), config=config, gt=gt,

@@ -10,8 +10,10 @@ stream from any step on, and one pass over a split for evaluation. The tf.data b
 plain values; the per-host batch size is computed once, in `Datasets`.
 
 A batch is a dict: image float32 [B, S, S, 3], net float32 [B, 15], loss int32 [B, L],
-loss_group int32 [B, G], gm_row int32 [B] (row in `Datasets.gt`; -1 for padding), id int32 [B]
-(image index in the build), mask bool [B] (False for evaluation padding).
+loss_group int32 [B, G], gm_row int32 [B] (row in `Datasets.gt`; -1 for padding, -2 for real
+images), id int32 [B] (image index in the build), mask bool [B] (False for evaluation padding);
+for detection and attribution also label int32 [B] (the class, -1 for padding and unknown GMs;
+docs/tasks.md#data).
 """
 
 from __future__ import annotations
@@ -35,20 +37,21 @@ _LABEL_KEYS = ("net", "loss", "loss_group")
 _MAX_OPEN_FILES = 128
 
 
-def image_folders(data: ml_collections.ConfigDict) -> tuple[str, str]:
-  """(image dir, label dir) of `config.data`; the zoo source builds or finds the zoo first.
+def image_folders(data: ml_collections.ConfigDict) -> tuple[str, str, str]:
+  """(image dir, label dir, real-image dir) of `config.data`; the zoo source builds or finds the
+  zoo first. The real-image dir is the zoo's real/ or IMAGE_DIR/real/ (it may not exist).
 
   Every process of a job must call it together: the zoo build splits its GMs over them.
   """
   if data.source == "zoo":
     from revgm_jax.zoo import build as zoo_build  # pylint: disable=g-import-not-at-top
     out_dir = zoo_build.build_zoo(data.zoo, data.zoo_dir or zoo_build.default_zoo_dir(data.zoo))
-    return os.path.join(out_dir, "gms"), out_dir
+    return os.path.join(out_dir, "gms"), out_dir, os.path.join(out_dir, builder.REAL)
   if data.source == "folder":
     if not data.image_dir:
       raise ValueError("config.data.source='folder' needs --config.data.image_dir=IMAGE_DIR "
                        "(IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp)")
-    return data.image_dir, data.labels_dir
+    return data.image_dir, data.labels_dir, os.path.join(data.image_dir, builder.REAL)
   raise ValueError(f"config.data.source={data.source!r}; use 'zoo' or 'folder'")
 
 
@@ -108,8 +111,10 @@ def preprocess(image: tf.Tensor, size: int, random_crop: bool, mean: float, std:
   return (image / 255.0 - mean) / std
 
 
-def _decoder(data: builder.PreparedData, prep: Preprocess, label_rows: np.ndarray | None):
-  """serialized example (+ crop seed) -> dict of the batch keys for one example."""
+def _decoder(data: builder.PreparedData, prep: Preprocess, label_rows: np.ndarray | None,
+             class_table: np.ndarray | None = None):
+  """serialized example (+ crop seed) -> dict of the batch keys for one example; with
+  `class_table` ([gm_row - REAL_ROW] -> class) also the example's "label"."""
   features = data.builder.info.features
   gt = data.gt
   tables = None
@@ -122,6 +127,9 @@ def _decoder(data: builder.PreparedData, prep: Preprocess, label_rows: np.ndarra
            "mask": tf.constant(True)}
     for k in _LABEL_KEYS:
       out[k] = ex[k] if tables is None else tf.gather(tables[k], ex["gm_row"])
+    if class_table is not None:
+      out["label"] = tf.gather(tf.constant(class_table, tf.int32),
+                               ex["gm_row"] - builder.REAL_ROW)
     return out
 
   return decode
@@ -137,11 +145,13 @@ def _options() -> tf.data.Options:
 def train_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size: int,
                   prep: Preprocess, seed: int, shuffle_buffer: int, max_images_per_gm: int,
                   process_index: int, process_count: int,
-                  label_rows: np.ndarray | None = None) -> tf.data.Dataset:
-  """Infinite, seeded, shuffled batches of `batch_size` (this host's share) of `gm_names`."""
+                  label_rows: np.ndarray | None = None, part: tuple[float, float] = (0.0, 1.0),
+                  class_table: np.ndarray | None = None) -> tf.data.Dataset:
+  """Infinite, seeded, shuffled batches of `batch_size` (this host's share) of `gm_names`
+  (the fraction `part` of each one's images)."""
   if prep.random_crop:
     data.check_min_size(gm_names, prep.image_size)
-  slices = data.file_slices(gm_names, max_images_per_gm)
+  slices = data.file_slices(gm_names, max_images_per_gm, part)
   mine = host_slices(slices, process_index, process_count)
   if not mine:
     raise ValueError(f"{len(slices)} shard files cannot feed {process_count} processes; set "
@@ -150,7 +160,7 @@ def train_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size
   ds = _slice_dataset(mine).shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat()
   ds = _read(ds, min(len(mine), _MAX_OPEN_FILES))
   ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
-  decode = _decoder(data, prep, label_rows)
+  decode = _decoder(data, prep, label_rows, class_table)
   host_seed = tf.constant(seed * 4099 + process_index, tf.int64)  # crops differ across hosts
   ds = ds.enumerate().map(lambda i, x: decode(x, tf.stack([host_seed, i])),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -160,28 +170,32 @@ def train_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size
 
 def eval_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size: int,
                  prep: Preprocess, max_per_gm: int, process_index: int, process_count: int,
-                 label_rows: np.ndarray | None = None) -> tuple[tf.data.Dataset, int]:
+                 label_rows: np.ndarray | None = None, part: tuple[float, float] = (0.0, 1.0),
+                 class_table: np.ndarray | None = None) -> tuple[tf.data.Dataset, int]:
   """One pass over the first `max_per_gm` (0: all) images of each GM of `gm_names`, in
   batches of `batch_size` (this host's share) padded so every process yields the same number
   of full batches; returns (host batches, number of batches)."""
   if prep.random_crop:
     data.check_min_size(gm_names, prep.image_size)
-  slices = data.file_slices(gm_names, max_per_gm)
+  slices = data.file_slices(gm_names, max_per_gm, part)
   counts = [sum(s.take for s in host_slices(slices, p, process_count))
             for p in range(process_count)]
   num_batches = math.ceil(max(counts) / batch_size)
   mine = host_slices(slices, process_index, process_count)
-  decode = _decoder(data, prep, label_rows)
+  decode = _decoder(data, prep, label_rows, class_table)
   ds = _read(_slice_dataset(mine), min(len(mine), _MAX_OPEN_FILES)).map(
       decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   space = data.gt.space
   s = prep.image_size
-  pad = tf.data.Dataset.from_tensors({
+  padding = {
       "image": tf.zeros([s, s, 3], tf.float32), "gm_row": tf.constant(-1, tf.int32),
       "id": tf.constant(-1, tf.int32), "mask": tf.constant(False),
       "net": tf.zeros([labels.NUM_NET], tf.float32),
       "loss": tf.zeros([space.num_loss_types], tf.int32),
-      "loss_group": tf.zeros([space.num_groups], tf.int32)}).repeat()
+      "loss_group": tf.zeros([space.num_groups], tf.int32)}
+  if class_table is not None:
+    padding["label"] = tf.constant(-1, tf.int32)
+  pad = tf.data.Dataset.from_tensors(padding).repeat()
   ds = ds.concatenate(pad).take(num_batches * batch_size).batch(batch_size, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches
 
@@ -214,13 +228,17 @@ class Datasets:
   shuffle_buffer: int
   max_images_per_gm: int  # 0 = all; config.data.max_images_per_gm
   max_test_images_per_gm: int  # 0 = as max_images_per_gm; config.eval.max_images_per_gm
+  # Detection and attribution (docs/tasks.md#data): split name -> the fraction of each class's
+  # images it reads (absent: all), and the class of each gm_row (`_decoder`).
+  parts: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+  class_table: np.ndarray | None = None
 
   @property
   def gt(self) -> labels.GroundTruth:
     return self.data.gt
 
   def _max_per_gm(self, split_name: str) -> int:
-    if split_name == "test" and self.max_test_images_per_gm > 0:
+    if split_name in ("test", "unknown") and self.max_test_images_per_gm > 0:
       return self.max_test_images_per_gm
     return self.max_images_per_gm
 
@@ -230,7 +248,11 @@ class Datasets:
     return self.split[split_name]
 
   def num_images(self, split_name: str) -> int:
-    return self.data.num_images(self._gms(split_name), self._max_per_gm(split_name))
+    return self.data.num_images(self._gms(split_name), self._max_per_gm(split_name),
+                                self._part(split_name))
+
+  def _part(self, split_name: str) -> tuple[float, float]:
+    return tuple(self.parts.get(split_name, (0.0, 1.0)))
 
   @property
   def num_train_images(self) -> int:
@@ -244,7 +266,7 @@ class Datasets:
         self.data, self.split["train"], batch_size=self.batch_size // count, prep=self.prep,
         seed=self.seed, shuffle_buffer=self.shuffle_buffer,
         max_images_per_gm=self.max_images_per_gm, process_index=index, process_count=count,
-        label_rows=self.label_rows)
+        label_rows=self.label_rows, part=self._part("train"), class_table=self.class_table)
 
   def eval_dataset(self, split_name: str, process_index: int | None = None,
                    process_count: int | None = None, max_per_gm: int | None = None
@@ -259,7 +281,8 @@ class Datasets:
         prep=self.prep,
         max_per_gm=self._max_per_gm(split_name) if max_per_gm is None else max_per_gm,
         process_index=index, process_count=count,
-        label_rows=self.label_rows if split_name == "train" else None)
+        label_rows=self.label_rows if split_name == "train" else None,
+        part=self._part(split_name), class_table=self.class_table)
 
   def train_iter(self, start_step: int = 0) -> Iterator[dict[str, jax.Array]]:
     """Infinite global training batches from batch `start_step` on; `mask` is all True.
@@ -296,11 +319,14 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
   mesh = sharding.make_mesh() if mesh is None else mesh
   for name in ("batch_size", "eval_batch_size"):
     sharding.check_batch_size(config[name], mesh, name)
-  image_dir, labels_dir = image_folders(config.data)
+  image_dir, labels_dir, real_dir = image_folders(config.data)
   d = config.data
+  task = config.get("task", "parsing")
+  with_real = task != "parsing"
 
   def prepare():
-    return builder.prepare(image_dir, labels_dir, d.space, d.tfds_dir, d.shards_per_gm)
+    return builder.prepare(image_dir, labels_dir, d.space, d.tfds_dir, d.shards_per_gm,
+                           real_dir if with_real else None)
 
   # Process 0 converts first; the others then find its shards (shared tfds_dir) or convert
   # their own.
@@ -318,6 +344,15 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
                     len(absent), data.image_dir,
                     ", ".join(absent[:10]) + (", ..." if len(absent) > 10 else ""))
   test_gms = [n.strip() for n in config.data.test_gms.split(",") if n.strip()]
+  common = dict(data=data, mesh=mesh, prep=Preprocess.from_config(config),
+                batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
+                max_images_per_gm=config.data.max_images_per_gm,
+                max_test_images_per_gm=config.eval.max_images_per_gm)
+  if with_real:
+    from revgm_jax.tasks import classes  # pylint: disable=g-import-not-at-top
+    return Datasets(label_rows=None, **common,
+                    **classes.class_split(config, gt.subset(present), test_gms, data))
   split = labels.split_gms(gt.subset(present), config.data.test_set, test_gms,
                            config.data.num_val_gms, config.seed)
   data.check_gms(split["test"], "test")
@@ -327,9 +362,5 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
   rows = None if config.loss.class_weights_from == "all" else gt.rows(split["train"])
   label_rows = (shuffled_label_rows(gt, split["train"], config.seed)
                 if config.data.shuffle_labels else None)
-  return Datasets(
-      data=data, split=split, class_weights=labels.class_weights(gt, rows), mesh=mesh,
-      label_rows=label_rows, prep=Preprocess.from_config(config), batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size, seed=config.seed,
-      shuffle_buffer=config.data.shuffle_buffer, max_images_per_gm=config.data.max_images_per_gm,
-      max_test_images_per_gm=config.eval.max_images_per_gm)
+  return Datasets(split=split, class_weights=labels.class_weights(gt, rows),
+                  label_rows=label_rows, **common)

@@ -116,7 +116,7 @@ def run(args: types.SimpleNamespace) -> int:
   tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
   logging.set_verbosity(logging.ERROR)
   try:
-    loaded = inference.load(args.checkpoint)
+    loaded = inference.load(args.checkpoint, task="parsing")
   except (FileNotFoundError, ValueError) as e:
     print(f"revgm parse: cannot load checkpoint: {e}", file=sys.stderr)
     return 2

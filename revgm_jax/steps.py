@@ -10,7 +10,9 @@ the same step on the same global batch; the FFT runs on local examples only, wit
 of the batch (docs/jax_notes.md, "Data parallelism").
 
 One predict function serves validation during training, the evaluation report and
-`revgm parse` (`revgm_jax.evaluation.evaluator` feeds it batches).
+`revgm parse` (`revgm_jax.evaluation.evaluator` feeds it batches). What differs between parsing,
+detection and attribution (loss, predictions) comes from the task of the config
+(`revgm_jax.tasks`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from flax import struct
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from revgm_jax import checkpointing, compile_options, labels, sharding
+from revgm_jax import checkpointing, compile_options, labels, sharding, tasks
 from revgm_jax.losses import constraints, parsing
 
 AXIS = sharding.AXIS
@@ -73,30 +75,13 @@ def abstract_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
   return checkpointing.replicated_target(jax.eval_shape(init, rng), mesh)
 
 
-def total_loss(fingerprint, outputs, batch, *, config, space, class_weights, axis_name):
-  """Total loss and every term (docs/losses.md): FEN constraints + weighted parsing losses.
-
-  Examples with mask False (evaluation padding) are left out of every term.
-  """
-  c_terms = constraints.constraint_terms(fingerprint, constraints.low_freq_radius(config),
-                                         config.loss.rep_clip, axis_name=axis_name,
-                                         mask=batch["mask"])
-  fen = constraints.fen_loss(c_terms, config.loss)
-  parse, p_terms = parsing.parsing_loss(outputs, batch, class_weights, config.loss, space,
-                                        config.model.head_activation, axis_name=axis_name)
-  terms = {"fen": fen, "parsing": parse,
-           **{f"fen/{k}": v for k, v in c_terms.items()},
-           **{f"parsing/{k}": v for k, v in p_terms.items() if k != "parsing"}}
-  return fen + parse, terms
-
-
 def make_train_step(config, model, tx, space: labels.Space, class_weights, mesh) -> Callable:
   """jit(shard_map(...)) step: (state, global batch, rng) -> (state, replicated metrics).
 
   The state is donated. Dropout keys differ per step and per device:
   fold_in(fold_in(rng, step), device index).
   """
-  loss_kw = dict(config=config, space=space, class_weights=class_weights, axis_name=AXIS)
+  task = tasks.get(config, space, class_weights)
 
   def step_fn(state: TrainState, batch, rng):  # per device: batch is the local shard
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(AXIS))
@@ -105,7 +90,7 @@ def make_train_step(config, model, tx, space: labels.Space, class_weights, mesh)
       (fingerprint, outputs), updates = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
           rngs={"dropout": rng}, mutable=["batch_stats"])
-      loss, terms = total_loss(fingerprint, outputs, batch, **loss_kw)
+      loss, terms = task.loss(fingerprint, outputs, batch, AXIS)
       # Replicated loss: terms computed from local data become global means here, global
       # ones (psum/pmax inside the losses) pass through unchanged.
       return lax.pmean(loss, AXIS), (terms, updates["batch_stats"])
@@ -129,14 +114,14 @@ def make_predict_fn(config, model, space: labels.Space, mesh, *, class_weights=N
                     fingerprints: bool = False) -> Callable:
   """jit(shard_map(...)): (variables, global batch) -> (per-example outputs, sums).
 
-  Per-example outputs (sharded like the batch): "pred" (`losses.parsing.predictions`), and
+  Per-example outputs (sharded like the batch): "pred" (the task's predictions), and
   with `fingerprints` the "fingerprint" [B, S, S, 3] and "spectrum" [B, S, S] (|FFT| of its
   luma, DC centred). Sums (replicated): "count", the number of real examples (mask True; a
   batch without "mask" counts every row), and with `class_weights` (the batch then carries
   the labels) every loss term times that count, so that a pass over a split gives
   example-weighted means of the per-batch terms.
   """
-  loss_kw = dict(config=config, space=space, class_weights=class_weights, axis_name=AXIS)
+  task = tasks.get(config, space, class_weights)
 
   def fn(variables, batch):
     fingerprint, outputs = model.apply(variables, batch["image"], train=False)
@@ -144,9 +129,9 @@ def make_predict_fn(config, model, space: labels.Space, mesh, *, class_weights=N
     n = lax.psum(jnp.sum(mask.astype(jnp.float32)), AXIS)
     sums = {"count": n}
     if class_weights is not None:
-      loss, terms = total_loss(fingerprint, outputs, {**batch, "mask": mask}, **loss_kw)
+      loss, terms = task.loss(fingerprint, outputs, {**batch, "mask": mask}, AXIS)
       sums.update({k: n * v for k, v in {"loss": loss, **terms}.items()})
-    out = {"pred": parsing.predictions(outputs, space, config.model.head_activation)}
+    out = {"pred": task.predictions(outputs)}
     if fingerprints:
       out["fingerprint"] = fingerprint
       out["spectrum"] = constraints.spectrum(constraints.luma(fingerprint))

@@ -16,11 +16,9 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from tqdm import tqdm
 
-from revgm_jax import checkpointing, distributed, input_pipeline, sharding, steps
+from revgm_jax import checkpointing, distributed, input_pipeline, sharding, steps, tasks
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import evaluator
-from revgm_jax.evaluation import run as eval_run
-from revgm_jax.models import model as model_lib
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_train_images: int) -> int:
@@ -46,8 +44,7 @@ def _check_finite(step: int, metrics: dict, workdir: str, last_saved: int | None
         + f"; this state was not saved ({where})")
 
 
-def _log_summary(prefix: str, m: dict) -> str:
-  keys = ("loss", "fen", "parsing", "score", "cont_l1", "net_f1", "loss_f1")
+def _log_summary(prefix: str, m: dict, keys: tuple[str, ...]) -> str:
   return prefix + " ".join(f"{k}={m[k]:.4g}" for k in keys if m.get(k) is not None)
 
 
@@ -59,7 +56,7 @@ def _check_intervals(config: ml_collections.ConfigDict) -> None:
   for name in ("log_every_steps", "eval_every_steps"):
     if config[name] < 1:
       raise ValueError(f"config.{name}={config[name]} must be >= 1")
-  if config.data.num_val_gms < 1:
+  if tasks.name(config) == "parsing" and config.data.num_val_gms < 1:
     raise ValueError(f"config.data.num_val_gms={config.data.num_val_gms}: model selection needs "
                      "at least one validation GM (held out from the training GMs)")
 
@@ -81,7 +78,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir_lib.check_same_model(workdir, config)
   data = input_pipeline.get_datasets(config, mesh)
   space = data.gt.space
-  model = model_lib.create_model(config, space, axis_name=sharding.AXIS)
+  task = tasks.get(config, space, data.class_weights)
+  model = tasks.create_model(config, space, data.split, axis_name=sharding.AXIS)
   tx = steps.make_optimizer(config.optim)
   total_steps = num_train_steps(config, data.num_train_images)
   image_shape = (config.image_size, config.image_size, 3)
@@ -145,9 +143,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       pending = None
       if do_eval:
         with report_progress.timed("eval"):
-          val = evaluator.evaluate(predict_fn, state.variables, data.eval_iter("val"), space)
+          val = evaluator.evaluate(predict_fn, state.variables, data.eval_iter("val"),
+                                   task.metrics)
         writer.write_scalars(step, _scalars("val", val))
-        summary = _log_summary(f"step {step} val: ", val)
+        summary = _log_summary(f"step {step} val: ", val, task.summary_keys)
         logging.info(summary)
         if main:
           pbar.write(summary)  # the console's one line per evaluation
@@ -178,8 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if selected != last_step:
     target = checkpointing.replicated_target(jax.eval_shape(lambda: state.variables), mesh)
     variables, _ = checkpointing.restore_variables(workdir, target, which, selected)
-  report = eval_run.evaluate_workdir(config, workdir, data, variables, step=selected,
-                                     which=which)
+  report = task.evaluate(workdir, data, variables, step=selected, which=which)
   results = {"workdir": workdir, "last_step": last_step, "selected_step": best["step"],
              "val_last": last_val, "val_selected": best["val"], "report": report}
   writer.write_scalars(last_step, _scalars("test_report", report["methods"]["model"]))

@@ -16,6 +16,10 @@ relative path, size and mtime, the bytes of the index and ground-truth tables, t
 shard setting. Unchanged input finds its finished build and does no work; changed input gets a
 new name, is rebuilt, and older builds of the same image folder are deleted.
 
+Real images (detection, attribution; docs/tasks.md#data): with `real_dir`, the images of that
+folder (the zoo's `ZOO_OUT/real/`, or `IMAGE_DIR/real/` of a published-layout folder) become one
+more class named `real`, split `real`, `gm_row` REAL_ROW, all-zero hyperparameter labels.
+
 Features per example (docs/labels.md#data-layout): `image` (lossless PNG of the RGB image at
 its own size), `gm_name`, `gm_row` (row in the ground truth), `net` [15] float32, `loss` [L]
 int32, `loss_group` [G] int32, `id` (index of the image in the whole build), `file` (`GM/name`).
@@ -40,6 +44,8 @@ from revgm_jax import config_utils, labels
 from revgm_jax.data import images
 
 NAME = "revgm_images"
+REAL = "real"  # the class (and split) name of real images
+REAL_ROW = -2  # their gm_row: no row of the ground truth (-1 marks evaluation padding)
 _MAX_THREADS = 16
 
 
@@ -51,19 +57,34 @@ class DataError(ValueError):
 class GMFolder:
   name: str
   row: int
-  files: tuple[str, ...]  # image file names inside IMAGE_DIR/name, sorted
+  files: tuple[str, ...]  # image file names inside the folder, sorted
+  path: str = ""  # the folder; "" -> IMAGE_DIR/name
 
 
 def split_name(row: int) -> str:
-  return f"gm_{row}"
+  return REAL if row == REAL_ROW else f"gm_{row}"
 
 
-def scan_image_dir(image_dir: str, gt: labels.GroundTruth) -> list[GMFolder]:
-  """Lists the GM folders of `image_dir` and their image files, checking them against `gt`."""
+def _folder(image_dir: str, gm: GMFolder) -> str:
+  return gm.path or os.path.join(image_dir, gm.name)
+
+
+def _image_files(folder: str, what: str) -> tuple[str, ...]:
+  files = tuple(sorted(f for f in os.listdir(folder)
+                       if images.is_image_file(f) and not f.startswith(".")))
+  if not files:
+    raise DataError(f"{what} {folder} is empty: no {'/'.join(images.IMAGE_EXTENSIONS)} files")
+  return files
+
+
+def scan_image_dir(image_dir: str, gt: labels.GroundTruth,
+                   real_dir: str | None = None) -> list[GMFolder]:
+  """Lists the GM folders of `image_dir` and their image files, checking them against `gt`;
+  with `real_dir`, the real-image folder last. A `real/` folder of `image_dir` is never a GM."""
   if not os.path.isdir(image_dir):
     raise DataError(f"image directory {image_dir} does not exist")
   names = sorted(e.name for e in os.scandir(image_dir)
-                 if e.is_dir() and not e.name.startswith("."))
+                 if e.is_dir() and not e.name.startswith(".") and e.name != REAL)
   if not names:
     raise DataError(f"image directory {image_dir} holds no GM folders; expected "
                     f"{image_dir}/<GM_NAME>/*.png|jpg|jpeg|bmp")
@@ -74,14 +95,15 @@ def scan_image_dir(image_dir: str, gt: labels.GroundTruth) -> list[GMFolder]:
                     f"not in the GM index ({labels.INDEX_FILE} of the labels, {len(known)} GMs, "
                     f"e.g. {', '.join(gt.names[:3])}); rename or remove the folder, or add the GM "
                     "to the index and tables")
-  folders = []
-  for name in names:
-    files = tuple(sorted(f for f in os.listdir(os.path.join(image_dir, name))
-                         if images.is_image_file(f) and not f.startswith(".")))
-    if not files:
-      raise DataError(f"GM folder {os.path.join(image_dir, name)} is empty: no "
-                      f"{'/'.join(images.IMAGE_EXTENSIONS)} files")
-    folders.append(GMFolder(name, gt.row(name), files))
+  folders = [GMFolder(name, gt.row(name), _image_files(os.path.join(image_dir, name),
+                                                       "GM folder")) for name in names]
+  if real_dir is not None:
+    if not os.path.isdir(real_dir):
+      raise DataError(f"no real images: folder {real_dir} does not exist (detection and "
+                      f"attribution need real images, IMAGE_DIR/{REAL}/ or the zoo's {REAL}/)")
+    real_dir = os.path.abspath(real_dir)
+    folders.append(GMFolder(REAL, REAL_ROW, _image_files(real_dir, "real-image folder"),
+                            real_dir))
   return folders
 
 
@@ -92,7 +114,7 @@ def fingerprint(image_dir: str, labels_dir: str, space: labels.Space,
   for gm in folders:
     h.update(f"|{gm.name}".encode())
     for f in gm.files:
-      st = os.stat(os.path.join(image_dir, gm.name, f))
+      st = os.stat(os.path.join(_folder(image_dir, gm), f))
       h.update(f"|{f}:{st.st_size}:{st.st_mtime_ns}".encode())
   files = labels.LABEL_FILES[space.name]
   for path in (labels.index_path(labels_dir, space.name),
@@ -162,7 +184,7 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
             for i, gm in enumerate(cfg.folders)}
 
   def _generate_examples(self, gm: GMFolder, gt: labels.GroundTruth, first_id: int):
-    folder = os.path.join(self.builder_config.image_dir, gm.name)
+    folder = _folder(self.builder_config.image_dir, gm)
     paths = [os.path.join(folder, f) for f in gm.files]
     converted, min_h, min_w = {}, (np.inf, ""), (np.inf, "")
     with concurrent.futures.ThreadPoolExecutor(min(_MAX_THREADS, os.cpu_count() or 1)) as pool:
@@ -170,9 +192,11 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
         if mode is not None:
           converted.setdefault(mode, []).append(gm.files[k])
         min_h, min_w = min(min_h, (h, gm.files[k])), min(min_w, (w, gm.files[k]))
+        row = max(gm.row, 0)  # real images: the labels of row 0, zeroed below
         yield gm.files[k], {
-            "image": png, "gm_name": gm.name, "gm_row": gm.row, "net": gt.net[gm.row],
-            "loss": gt.loss[gm.row], "loss_group": gt.loss_group[gm.row],
+            "image": png, "gm_name": gm.name, "gm_row": gm.row,
+            **{key: getattr(gt, key)[row] * (gm.row != REAL_ROW)
+               for key in ("net", "loss", "loss_group")},
             "id": first_id + k, "file": f"{gm.name}/{gm.files[k]}"}
         if self._progress is not None:
           self._progress.update(1)
@@ -210,17 +234,30 @@ class PreparedData:
     if missing:
       raise DataError(f"{what} GM(s) {', '.join(missing)} have no folder in {self.image_dir}")
 
-  def num_images(self, gm_names, max_per_gm: int = 0) -> int:
-    counts = [self.gm_info[n]["num_images"] for n in gm_names]
-    return int(sum(min(c, max_per_gm) if max_per_gm > 0 else c for c in counts))
+  def image_range(self, name: str, max_per_gm: int = 0,
+                  part: tuple[float, float] = (0.0, 1.0)) -> tuple[int, int]:
+    """[start, stop) of the images of GM (or class) `name` read: the fraction `part` of its
+    files in sorted order, then at most `max_per_gm` (0: no cap) of them."""
+    n = self.gm_info[name]["num_images"]
+    start, stop = round(part[0] * n), round(part[1] * n)
+    return start, (min(stop, start + max_per_gm) if max_per_gm > 0 else stop)
 
-  def file_slices(self, gm_names, max_per_gm: int = 0) -> list[FileSlice]:
-    """Shard-file slices holding the first `max_per_gm` (0: all) images of each GM."""
+  def num_images(self, gm_names, max_per_gm: int = 0,
+                 part: tuple[float, float] = (0.0, 1.0)) -> int:
+    return int(sum(b - a for a, b in (self.image_range(n, max_per_gm, part) for n in gm_names)))
+
+  def file_slices(self, gm_names, max_per_gm: int = 0,
+                  part: tuple[float, float] = (0.0, 1.0)) -> list[FileSlice]:
+    """Shard-file slices holding the images `image_range` gives of each GM."""
     self.check_gms(gm_names, "requested")
     out, info = [], self.gm_info
     for name in gm_names:
-      capped = 0 < max_per_gm < info[name]["num_images"]  # TFDS: no slice past the end
-      spec = split_name(self.gt.row(name)) + (f"[:{max_per_gm}]" if capped else "")
+      start, stop = self.image_range(name, max_per_gm, part)
+      if stop <= start:
+        continue
+      whole = (start, stop) == (0, info[name]["num_images"])  # TFDS: no slice past the end
+      row = REAL_ROW if name == REAL else self.gt.row(name)
+      spec = split_name(row) + ("" if whole else f"[{start}:{stop}]")
       for fi in self.builder.info.splits[spec].file_instructions:
         if fi.take > 0:
           out.append(FileSlice(os.fspath(fi.filename), fi.skip, fi.take))
@@ -243,9 +280,10 @@ def default_data_dir() -> str:
 
 
 def prepare(image_dir: str, labels_dir: str, space: str, data_dir: str = "",
-            shards_per_gm: int = 0) -> PreparedData:
+            shards_per_gm: int = 0, real_dir: str | None = None) -> PreparedData:
   """Builds (or finds) the TFRecord shards of `image_dir` and returns the handle to read them.
 
+  real_dir: a folder of real images to add as the class `real` (module docstring).
   labels_dir: "" -> image_dir. data_dir: "" -> $REVGM_CACHE/tfds. shards_per_gm: 0 lets TFDS
   size the shards (>= 64 MiB each); n > 0 writes min(n, images of the smallest GM) per GM.
   """
@@ -254,10 +292,12 @@ def prepare(image_dir: str, labels_dir: str, space: str, data_dir: str = "",
   data_dir = os.path.abspath(data_dir or default_data_dir())
   space_obj = labels.get_space(space)
   gt = labels.load_ground_truth(labels_dir, space_obj)
-  folders = scan_image_dir(image_dir, gt)
+  folders = scan_image_dir(image_dir, gt, real_dir)
   num_shards = min([shards_per_gm] + [len(gm.files) for gm in folders]) if shards_per_gm else None
   digest = fingerprint(image_dir, labels_dir, space_obj, folders, shards_per_gm)
-  prefix = f"{space}-{hashlib.sha256(image_dir.encode()).hexdigest()[:8]}-"
+  # With and without real images are two builds that do not replace each other.
+  source = image_dir if real_dir is None else f"{image_dir}|{os.path.abspath(real_dir)}"
+  prefix = f"{space}-{hashlib.sha256(source.encode()).hexdigest()[:8]}-"
   config = FolderConfig(name=prefix + digest[:16], description=f"{image_dir} ({space})",
                         image_dir=image_dir, labels_dir=labels_dir, space=space,
                         folders=tuple(folders))

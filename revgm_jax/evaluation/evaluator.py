@@ -16,8 +16,8 @@ from revgm_jax import sharding
 from revgm_jax.evaluation import metrics as metrics_lib
 from revgm_jax.labels import Space
 
-# Per-example batch entries that travel with the predictions.
-BATCH_KEYS = ("net", "loss", "loss_group", "gm_row")
+# Per-example batch entries that travel with the predictions ("label": detection, attribution).
+BATCH_KEYS = ("net", "loss", "loss_group", "gm_row", "label")
 
 
 def collect(predict_fn: Callable, variables, batches: Iterable[dict],
@@ -57,7 +57,9 @@ def model_metrics(per_example: Mapping, sums: Mapping, space: Space) -> dict:
   return out
 
 
-def evaluate(predict_fn: Callable, variables, batches: Iterable[dict], space: Space) -> dict:
-  """Loss terms and parsing metrics of one pass over `batches` (validation)."""
+def evaluate(predict_fn: Callable, variables, batches: Iterable[dict],
+             metrics_fn: Callable[[dict, dict], dict]) -> dict:
+  """`metrics_fn(per_example, sums)` of one pass over `batches` (validation): a task's
+  `metrics`, `model_metrics` for parsing."""
   per_example, sums = collect(predict_fn, variables, batches)
-  return model_metrics(per_example, sums, space)
+  return metrics_fn(per_example, sums)

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from revgm_jax import inference, input_pipeline, sharding, steps
+from revgm_jax import inference, input_pipeline, sharding, steps, tasks
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import aggregate, baselines, evaluator, metrics, report
 from revgm_jax.models import model as model_lib
@@ -186,8 +186,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str, spli
   if list(loaded.split[split]) != list(data.split[split]):
     raise ValueError(f"{checkpoint} was trained with {split} GMs {loaded.split[split]}, but the "
                      f"config's data gives {data.split[split]}")
-  return evaluate_workdir(config, loaded.workdir, data, loaded.variables, step=loaded.step,
-                          which=loaded.which, split=split, out_dir=out_dir)
+  task = tasks.get(config, data.gt.space, data.class_weights)
+  return task.evaluate(loaded.workdir, data, loaded.variables, step=loaded.step,
+                       which=loaded.which, split=split, out_dir=out_dir)
 
 
 def write_summary(out_dir: str, per_set: dict[str, dict]) -> dict:
