@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from revgm_jax import parse
+from revgm_jax import classify_cli, parse
 
-COMMANDS = {"parse": (parse.main, parse.DESCRIPTION)}  # name: (main, one-line description)
+COMMANDS = {  # name: (main, one-line description)
+    "parse": (parse.main, parse.DESCRIPTION),
+    "detect": (classify_cli.detect_main, classify_cli.DESCRIPTIONS["detect"]),
+    "attribute": (classify_cli.attribute_main, classify_cli.DESCRIPTIONS["attribute"]),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

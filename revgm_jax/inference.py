@@ -52,7 +52,11 @@ def abstract_variables(model, image_size: int, mesh):
 
 
 class WrongTaskError(ValueError):
-  """The checkpoint was trained for another task than the command that loads it."""
+  """The checkpoint was trained for another task (`task`) than the command that loads it."""
+
+  def __init__(self, message: str, task: str):
+    super().__init__(message)
+    self.task = task
 
 
 def load(path: str, config: ml_collections.ConfigDict | None = None,
@@ -65,8 +69,8 @@ def load(path: str, config: ml_collections.ConfigDict | None = None,
   workdir, which, step = workdir_lib.resolve_checkpoint(path)
   config = workdir_lib.load_config(workdir) if config is None else config
   if task is not None and tasks.name(config) != task:
-    raise WrongTaskError(f"{workdir} holds a {tasks.name(config)} model, not a {task} model "
-                         f"(config.task in {workdir_lib.CONFIG_FILE})")
+    raise WrongTaskError(f"{workdir} holds a model of task {tasks.name(config)}, not {task} "
+                         f"(config.task in {workdir_lib.CONFIG_FILE})", tasks.name(config))
   info, gt = workdir_lib.load_run_info(workdir)
   mesh = mesh or sharding.make_mesh(jax.devices()[:1])
   model = tasks.create_model(config, gt.space, info["split"], axis_name=sharding.AXIS)

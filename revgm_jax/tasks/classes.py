@@ -53,15 +53,15 @@ def class_split(config: ml_collections.ConfigDict, gt: labels.GroundTruth, test_
   task = config.task
   if task not in ("detection", "attribution"):
     raise ValueError(f"config.task={task!r}; use parsing, detection or attribution")
+  if not set(gt.names) - set(test_gms or gt.test_gms(config.data.test_set)):
+    raise ValueError(f"{task} needs at least two classes, but every GM with images is held out "
+                     "(config.data.test_set / test_gms): only real images are left to train on")
   held_out = labels.split_gms(gt, config.data.test_set, test_gms, 0, config.seed)
   known, unknown = held_out["train"], held_out["test"]
   data.check_gms(unknown, "unknown (held-out)")
   sources = [*known, REAL]
   split = {"train": sources, "val": sources, "test": sources, "unknown": unknown}
   names = class_names(task, split)
-  if len(names) < 2 or not known:
-    raise ValueError(f"{task} needs at least two classes; the data has {len(known)} known GM(s) "
-                     f"and real images ({', '.join(sources)})")
   p = parts(config.data)
   for name in sources:
     for s, part in p.items():
