@@ -1,5 +1,6 @@
-r"""Evaluates trained model-parsing workdirs and writes their reports (the work is in
-revgm_jax/evaluation/run.py).
+r"""Evaluates trained workdirs and writes their reports (the work is in
+revgm_jax/evaluation/run.py; detection and attribution runs, config.task, are evaluated by their
+task: revgm_jax/tasks/evaluate.py, docs/tasks.md#metrics).
 
   python eval.py --workdir ./workdir                  # -> ./workdir/report/
   python eval.py --workdir W --checkpoint W/latest/1500 --split val --out_dir /tmp/r

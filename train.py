@@ -33,8 +33,7 @@ def main(argv):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   import jax
-  from revgm_jax import train_lib
-  from revgm_jax.evaluation import report
+  from revgm_jax import tasks, train_lib
 
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
@@ -50,7 +49,7 @@ def main(argv):
     print(f"preempted: saved step {results['preempted_at']} in {workdir}; rerun the same "
           "command to resume", flush=True)
     return
-  print(report.results_table(results), flush=True)
+  print(tasks.get(_CONFIG.value, None).results_table(results), flush=True)
   print(f"\nworkdir: {workdir} (results.json, report/, latest/, best/, TensorBoard events)",
         flush=True)
 

@@ -73,7 +73,9 @@ def write_results(workdir: str, results: dict) -> None:
 # Fields that fix the shapes of the saved state; a workdir cannot resume under other values.
 _STATE_FIELDS = ("image_size", "data.space", "model.fen_depth", "model.fen_width",
                  "model.parser_widths", "model.fc_width", "model.branch_widths",
-                 "model.share_branch", "optim.weight_decay")
+                 "model.share_branch", "optim.weight_decay", "task",
+                 "model.classifier_input", "model.classifier_widths",
+                 "model.classifier_kernels")
 
 
 def _get(config: dict, dotted: str):

@@ -6,6 +6,7 @@ checkpoints and evaluator; a task object supplies only what differs (docs/tasks.
   predictions(outputs) -> per-example outputs                     what "pred" holds
   metrics(per_example, sums) -> dict with "score"                 validation and model selection
   evaluate(workdir, data, variables, step=, which=, split=, out_dir=) -> results  the report
+  results_table(train_and_evaluate's results) -> str              what train.py prints
   summary_keys                                                    the console line per validation
 The model comes from `create_model`: the parser for parsing, FEN + classifier otherwise.
 """

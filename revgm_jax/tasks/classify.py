@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from revgm_jax.evaluation import task_metrics
+from revgm_jax.evaluation import task_metrics, task_report
 from revgm_jax.losses import constraints
 
 
@@ -68,6 +68,9 @@ class ClassifyTask:
       out.update({k: v for k, v in m.items() if k != "confusion"})
       out["score"] = out["accuracy"]
     return out
+
+  def results_table(self, results: dict) -> str:
+    return task_report.results_table(results)
 
   def evaluate(self, workdir, data, variables, **kwargs) -> dict:
     from revgm_jax.tasks import evaluate  # pylint: disable=g-import-not-at-top (-> steps)

@@ -8,7 +8,7 @@ import dataclasses
 import ml_collections
 
 from revgm_jax import labels
-from revgm_jax.evaluation import evaluator
+from revgm_jax.evaluation import evaluator, report
 from revgm_jax.losses import constraints, parsing
 
 
@@ -46,6 +46,9 @@ class ParsingTask:
 
   def metrics(self, per_example, sums) -> dict:
     return evaluator.model_metrics(per_example, sums, self.space)
+
+  def results_table(self, results: dict) -> str:
+    return report.results_table(results)
 
   def evaluate(self, workdir, data, variables, **kwargs) -> dict:
     from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top (run -> steps)
