@@ -111,15 +111,10 @@ def run(command: str, args: types.SimpleNamespace) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f"revgm {command}: cannot load checkpoint: {e}", file=sys.stderr)
     return 2
-  files, skipped = parse.collect_files(args.images)
-  images, used, unreadable = inference.load_images(files, loaded.config)
-  skipped += unreadable
-  for path, reason in skipped:
-    print(f"skipped {path}: {reason}", file=sys.stderr)
-  if not used:
-    print(f"revgm {command}: no readable image among {len(files)} file(s) "
-          f"({len(skipped)} skipped)", file=sys.stderr)
+  inputs = parse.read_inputs(f"revgm {command}", args.images, loaded.config)
+  if inputs is None:
     return 1
+  images, used, skipped = inputs
   predict_fn = steps.make_predict_fn(loaded.config, loaded.model, loaded.space, loaded.mesh)
   pred = inference.predict(loaded, images, args.batch_size, predict_fn)["pred"]
   result = {"task": task, "checkpoint": {"workdir": loaded.workdir, "which": loaded.which,

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
   asked = argv[:1] in (["-h"], ["--help"])
   unknown = f"revgm: unknown command {argv[0]!r}\n" if argv and not asked else ""
   print(f"{unknown}usage: revgm COMMAND [FLAGS] [ARGS]   (revgm COMMAND --help: its flags)\n\n"
-        "commands:\n" + "".join(f"  {name:9s}{about}\n" for name, (_, about) in COMMANDS.items()),
+        "commands:\n" + "".join(f"  {name:11s}{about}\n" for name, (_, about) in COMMANDS.items()),
         file=sys.stdout if asked else sys.stderr, end="")
   return 0 if asked else 2
 

@@ -58,6 +58,22 @@ def collect_files(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
   return files, skipped
 
 
+def read_inputs(prog: str, inputs: list[str], config
+                ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]] | None:
+  """(preprocessed images, their paths, [(path, reason)] skipped) of the files and folders a
+  user named, each skipped file listed on stderr; None, said on stderr, if none is readable."""
+  files, skipped = collect_files(inputs)
+  images, used, unreadable = inference.load_images(files, config)
+  skipped += unreadable
+  for path, reason in skipped:
+    print(f"skipped {path}: {reason}", file=sys.stderr)
+  if not used:
+    print(f"{prog}: no readable image among {len(files)} file(s) ({len(skipped)} skipped)",
+          file=sys.stderr)
+    return None
+  return images, used, skipped
+
+
 def summarize(loaded: inference.Loaded, pred: dict) -> dict:
   """Per-image predictions [N, ...] -> their mean, with names, classes and raw units."""
   space, gt = loaded.space, loaded.gt
@@ -120,15 +136,10 @@ def run(args: types.SimpleNamespace) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f"revgm parse: cannot load checkpoint: {e}", file=sys.stderr)
     return 2
-  files, skipped = collect_files(args.images)
-  images, used, unreadable = inference.load_images(files, loaded.config)
-  skipped += unreadable
-  for path, reason in skipped:
-    print(f"skipped {path}: {reason}", file=sys.stderr)
-  if not used:
-    print(f"revgm parse: no readable image among {len(files)} file(s) "
-          f"({len(skipped)} skipped)", file=sys.stderr)
+  inputs = read_inputs("revgm parse", args.images, loaded.config)
+  if inputs is None:
     return 1
+  images, used, skipped = inputs
   out = inference.predict(loaded, images, args.batch_size)
   pred = out["pred"]
   if args.aggregate == "fingerprint":

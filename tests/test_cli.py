@@ -13,12 +13,13 @@ from revgm_jax.zoo import build, presets
 
 
 @pytest.mark.parametrize("argv,status,stream", [([], 2, "err"), (["--help"], 0, "out"),
-                                                (["detect"], 2, "err")])
+                                                (["segment"], 2, "err")])
 def test_revgm_without_a_known_command_prints_the_usage(argv, status, stream, capsys):
   assert cli.main(argv) == status
   text = getattr(capsys.readouterr(), stream)
-  assert "usage: revgm COMMAND" in text and "\n  parse " in text
-  assert ("unknown command 'detect'" in text) == (argv == ["detect"])
+  assert "usage: revgm COMMAND" in text
+  assert all(f"\n  {c} " in text for c in ("parse", "detect", "attribute"))
+  assert ("unknown command 'segment'" in text) == (argv == ["segment"])
 
 
 @pytest.mark.parametrize("argv,message", [
