@@ -350,6 +350,9 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
                 max_images_per_gm=config.data.max_images_per_gm,
                 max_test_images_per_gm=config.eval.max_images_per_gm)
   if with_real:
+    if config.data.shuffle_labels:
+      raise ValueError(f"config.data.shuffle_labels=True is a parsing baseline; config.task="
+                       f"{task!r} does not support it")
     from revgm_jax.tasks import classes  # pylint: disable=g-import-not-at-top
     return Datasets(label_rows=None, **common,
                     **classes.class_split(config, gt.subset(present), test_gms, data))

@@ -90,6 +90,7 @@ def test_one_trained_run_reports(trained):
                 "unseen/auc"):
       assert 0.0 <= model[key] <= 1.0, key
     assert model["unseen/num_generated"] == 20 and model["unseen/num_real"] == 2
+    assert sorted(results["metrics"]["unseen_gms"]) == ["BIGGAN_128", "STARGAN"]
   else:
     assert len(results["classes"]) == 7
     assert np.asarray(results["confusion"]).sum() == results["num_images"] == 14

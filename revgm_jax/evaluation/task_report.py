@@ -34,9 +34,13 @@ def tables(results: Mapping) -> list[str]:
   """The headline tables of a detection or attribution result."""
   m = results["metrics"]
   if results["task"] == "detection":
-    return _table(["images", *(c for c, _ in DETECTION_COLUMNS)],
-                  [[DETECTION_SETS[k], *(_cell(d.get(key)) for _, key in DETECTION_COLUMNS)]
-                   for k, d in m.items()])
+    lines = _table(["images", *(c for c, _ in DETECTION_COLUMNS)],
+                   [[DETECTION_SETS[k], *(_cell(m[k].get(key)) for _, key in DETECTION_COLUMNS)]
+                    for k in DETECTION_SETS if k in m])
+    if m.get("unseen_gms"):
+      lines += ["", "AUC of each held-out GM against the real test images:", ""]
+      lines += _table(["held-out GM", "AUC ↑"], [[g, fmt(v)] for g, v in m["unseen_gms"].items()])
+    return lines
   c = m["closed"]
   lines = _table(["closed set", "accuracy ↑", "macro-F1 ↑", "ECE ↓", "classes", "images"],
                  [["known GMs + real", fmt(c["accuracy"]), fmt(c["macro_f1"]), fmt(c["ece"]),

@@ -28,8 +28,9 @@ def _roc(y, score) -> dict | None:
   return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
 
 
-def _detection(test: dict, unknown: dict | None) -> tuple[dict, dict]:
-  """(metrics of known and unseen generators, ROC curves and reliability bins)."""
+def _detection(test: dict, unknown: dict | None, gm_names) -> tuple[dict, dict]:
+  """(metrics of known and unseen generators, ROC curves and reliability bins); "unseen_gms":
+  the AUC of each held-out GM against the real test images."""
   p, y = test["pred"]["prob"][:, 1], test["label"]
   out = {"known": task_metrics.detection_metrics(p, y)}
   curves = {"roc": {"known GMs": _roc(y, p)},
@@ -40,6 +41,11 @@ def _detection(test: dict, unknown: dict | None) -> tuple[dict, dict]:
     yu = np.r_[y[real], np.ones(len(unknown["label"]), int)]
     out["unseen"] = task_metrics.detection_metrics(pu, yu)
     curves["roc"]["held-out GMs"] = _roc(yu, pu)
+    rows = unknown["gm_row"]
+    out["unseen_gms"] = {
+        gm_names[r]: skm.roc_auc_score(np.r_[np.zeros(real.sum()), np.ones(np.sum(rows == r))],
+                                       np.r_[p[real], unknown["pred"]["prob"][rows == r, 1]])
+        for r in np.unique(rows)} if real.any() else {}
   return out, curves
 
 
@@ -68,8 +74,8 @@ def _flat(task: str, m: dict, val_metrics: dict, score_kind: str) -> dict:
   """The headline numbers, one flat dict ("methods"/"model" of the results)."""
   out = dict(val_metrics)
   if task == "detection":
-    for where, d in m.items():
-      out.update({f"{where}/{k}": v for k, v in d.items()})
+    for where in ("known", "unseen"):
+      out.update({f"{where}/{k}": v for k, v in m.get(where, {}).items()})
   else:
     out.update({k: v for k, v in m["closed"].items() if k != "confusion"})
     for kind, d in m["open"].items():
@@ -104,7 +110,7 @@ def evaluate_classifier(task, workdir: str, data, variables, *, step: int, which
              "num_unknown_images": 0 if unknown is None else len(unknown["label"])}
   model_metrics = task.metrics(test, sums)
   if name == "detection":
-    m, curves = _detection(test, unknown)
+    m, curves = _detection(test, unknown, data.gt.names)
   else:
     train = run("train", max_per_gm=config.eval.stats_images_per_class)[0]
     val = run("val")[0]
