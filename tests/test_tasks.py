@@ -134,7 +134,7 @@ def test_command_json_and_bad_files(trained, images, capsys):
       assert len(probs) == 3 and probs == sorted(probs, reverse=True)
       assert {t["source"] for t in e["top"]} <= set(res["classes"])
       o = e["open_set"]
-      assert o["score"] == "mahalanobis" and o["unknown"] == (o["value"] < o["threshold"])
+      assert o["score"] == "cosine" and o["unknown"] == (o["value"] < o["threshold"])
       assert e["prediction"] == ("unknown" if o["unknown"] else e["top"][0]["source"])
   if task == "detection":
     assert res["summary"]["num_generated"] + res["summary"]["num_real"] == 3
