@@ -13,7 +13,8 @@ from revgm_jax.losses import constraints, parsing
 
 
 def total_loss(fingerprint, outputs, batch, *, config, space, class_weights, axis_name):
-  """Total loss and every term (docs/losses.md): FEN constraints + weighted parsing losses.
+  """Total loss and every term (docs/losses.md#total-loss): FEN constraints + weighted parsing
+  losses.
 
   Examples with mask False (evaluation padding) are left out of every term.
   """
