@@ -1,0 +1,64 @@
+r"""Wall time of `revgm parse` as an analyst runs it: a fresh process per call.
+
+  python benchmarks/parse_startup.py --workdir /tmp/ana_default            # 100 images
+  python benchmarks/parse_startup.py --workdir W --images DIR --calls 3
+
+Call 1 runs with an empty JAX compilation cache (a new temporary folder, as on a first use),
+the later calls reuse it (as every later use does); each is `python -m revgm_jax.cli parse
+--checkpoint WORKDIR DIR --json`, timed from process start to exit. Without --images, the first
+--num_images images of the workdir's first test GM are copied into a temporary folder.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Trained workdir.", required=True)
+_IMAGES = flags.DEFINE_string("images", None, "Folder of images (default: a test GM's).")
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 100, "Images copied without --images.")
+_CALLS = flags.DEFINE_integer("calls", 2, "Calls timed; the first with an empty cache.")
+
+
+def _test_gm_images(workdir: str, n: int, out: str) -> str:
+  from revgm_jax import input_pipeline, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  config = workdir_lib.load_config(workdir)
+  info, _ = workdir_lib.load_run_info(workdir)
+  gm = info["split"]["test"][0]
+  src = os.path.join(input_pipeline.image_folders(config.data)[0], gm)
+  os.makedirs(out)
+  for name in sorted(os.listdir(src))[:n]:
+    shutil.copy(os.path.join(src, name), out)
+  return out
+
+
+def main(argv):
+  del argv
+  with tempfile.TemporaryDirectory() as tmp:
+    images = _IMAGES.value or _test_gm_images(_WORKDIR.value, _NUM_IMAGES.value,
+                                              os.path.join(tmp, "images"))
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": os.path.join(tmp, "jax_cache"),
+           "PYTHONPATH": REPO}
+    cmd = [sys.executable, "-m", "revgm_jax.cli", "parse", "--checkpoint", _WORKDIR.value,
+           images, "--json"]
+    print(f"images: {len(os.listdir(images))} in {images}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    for call in range(1, _CALLS.value + 1):
+      start = time.perf_counter()
+      proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+      wall = time.perf_counter() - start
+      if proc.returncode:
+        sys.exit(f"call {call} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+      print(f"call {call} ({'empty' if call == 1 else 'warm'} compilation cache): "
+            f"{wall:.2f} s wall")
+
+
+if __name__ == "__main__":
+  app.run(main)
