@@ -130,6 +130,9 @@ def run(args: types.SimpleNamespace) -> int:
   sets, bad = _sets(args)
   for path, reason in bad:
     print(f"skipped {path}: {reason}", file=sys.stderr)
+  if not sets:
+    print("revgm parse: --each found no subfolder to parse", file=sys.stderr)
+    return 1
   temperatures, note = parse_result.load_calibration(loaded)
   metrics, source = parse_result.reliability_source(loaded.workdir)
   context = {"checkpoint": {"workdir": loaded.workdir, "which": loaded.which,
@@ -142,10 +145,10 @@ def run(args: types.SimpleNamespace) -> int:
   for n, (folder, files, skipped) in enumerate(sets):
     doc, arrays = parse_set(loaded, predict_fn, files, skipped, args,
                             {**context, "folder": folder}, temperatures, metrics)
-    for s in doc["skipped"]:
-      print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
+    for skip in doc["skipped"]:
+      print(f"skipped {skip['path']}: {skip['reason']}", file=sys.stderr)
     if "error" in doc:
-      print(f"revgm parse: {folder or 'the arguments'}: {doc['error']}", file=sys.stderr)
+      print(f"revgm parse: {folder + ': ' if folder else ''}{doc['error']}", file=sys.stderr)
       if args.each and args.json:
         print(json.dumps(doc), flush=True)
       continue

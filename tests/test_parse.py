@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import tiny_run
-from revgm_jax import cli, inference, parse
+from revgm_jax import cli, inference, input_pipeline, parse
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import calibration
 from revgm_jax.labels import RED116
@@ -150,16 +150,26 @@ def test_no_readable_image_is_exit_1_and_bad_checkpoint_exit_2(tiny, tmp_path, c
   assert "does not exist" in capsys.readouterr().err
 
 
-def test_large_image_is_resized_like_training(tiny, tmp_path):
+def test_images_of_any_size_are_preprocessed_like_training(tiny, tmp_path):
+  """The parse path's NumPy resize (and central crop) against the TensorFlow input pipeline."""
   _, config = tiny
   rng = np.random.default_rng(0)
   big = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
+  small = rng.integers(0, 256, (9, 13, 3), dtype=np.uint8)
   Image.fromarray(big).save(tmp_path / "big.png")
-  images, used, skipped = inference.load_images([str(tmp_path / "big.png")], config)
-  assert images.shape == (1, 16, 16, 3) and not skipped
-  want = tf.image.resize(big, [16, 16], method="bilinear", antialias=True).numpy()
-  np.testing.assert_allclose(images[0], (want / 255 - config.data.mean) / config.data.std,
-                             atol=1e-5)
+  Image.fromarray(small).save(tmp_path / "small.bmp")
+  images, used, skipped = inference.load_images(
+      [str(tmp_path / "big.png"), str(tmp_path / "small.bmp")], config)
+  assert images.shape == (2, 16, 16, 3) and not skipped
+  for got, src in zip(images, (big, small)):
+    want = input_pipeline.preprocess(tf.constant(src), 16, False, config.data.mean,
+                                     config.data.std).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  crop = config.copy_and_resolve_references()
+  crop.data.random_crop = True
+  want = input_pipeline.preprocess(tf.constant(big), 16, True, config.data.mean,
+                                   config.data.std).numpy()
+  np.testing.assert_allclose(inference.preprocess(big, crop), want, atol=1e-6)
 
 
 def test_console_script(tiny, folder):
@@ -187,11 +197,13 @@ def test_each_gives_the_answers_of_one_call_per_folder(tiny, tmp_path, capsys):
   workdir, config = tiny
   _copy_images("STARGAN", config, tmp_path / "cases" / "a", 3)
   _copy_images("BIGGAN_128", config, tmp_path / "cases" / "b", 1)  # a folder of one image
+  Image.fromarray(np.full((40, 24, 3), 128, np.uint8)).save(tmp_path / "cases" / "a" / "z.jpg")
   (tmp_path / "cases" / "empty").mkdir()
   assert parse.main(["--checkpoint", workdir, "--each", str(tmp_path / "cases"), "--json"]) == 0
   out = capsys.readouterr()
   docs = [json.loads(line) for line in out.out.splitlines()]
   assert [os.path.basename(d["folder"]) for d in docs] == ["a", "b", "empty"]
+  assert [d["num_images"] for d in docs] == [4, 1, 0]  # sizes and formats mixed in "a"
   assert docs[2]["num_images"] == 0 and "no readable image" in docs[2]["error"]
   assert "empty: no readable image" in out.err
   for doc in docs[:2]:
