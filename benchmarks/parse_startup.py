@@ -13,6 +13,7 @@ GMs) with `--each`, one model load, after the timed calls (warm cache).
 """
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,13 +44,20 @@ def _test_gm_images(workdir: str, n: int, out: str, gm_index: int = 0) -> str:
   return out
 
 
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
+
+
 def _timed(cmd: list[str], env: dict, label: str) -> None:
-  start = time.perf_counter()
+  """Runs `cmd`; prints its wall time and CPU time (user + system; what other jobs on a shared
+  machine do not inflate as much)."""
+  cpu, start = _cpu_seconds(), time.perf_counter()
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
-  wall = time.perf_counter() - start
+  wall, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
   if proc.returncode:
     sys.exit(f"{label} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-  print(f"{label}: {wall:.2f} s wall")
+  print(f"{label}: {wall:.2f} s wall, {cpu:.2f} s CPU; load average {os.getloadavg()[0]:.1f}")
 
 
 def main(argv):
@@ -61,8 +69,7 @@ def main(argv):
            "PYTHONPATH": REPO}
     cmd = [sys.executable, "-m", "revgm_jax.cli", "parse", "--checkpoint", _WORKDIR.value,
            images, "--json"]
-    print(f"images: {len(os.listdir(images))} in {images}; load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"images: {len(os.listdir(images))} in {images}; {os.cpu_count()} CPUs")
     for call in range(1, _CALLS.value + 1):
       _timed(cmd, env, f"call {call} ({'empty' if call == 1 else 'warm'} compilation cache)")
     if _EACH_GMS.value:
