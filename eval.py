@@ -64,7 +64,7 @@ def main(argv):
   per_set = {}
   for workdir in workdirs:
     if _SUMMARY_ONLY.value:
-      path = os.path.join(workdir_lib.report_dir(workdir), "metrics.json")
+      path = workdir_lib.metrics_path(workdir)
       if not os.path.exists(path):
         raise app.UsageError(f"--summary_only: {path} does not exist; evaluate {workdir} first")
       with open(path) as f:

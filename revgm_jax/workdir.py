@@ -90,8 +90,7 @@ def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: labels.G
 
 
 def write_results(workdir: str, results: dict) -> None:
-  with open(results_path(workdir), "w") as f:
-    json.dump(results, f, indent=1)
+  write_json(results_path(workdir), results)
 
 
 # Fields that fix the shapes of the saved state; a workdir cannot resume under other values.
