@@ -80,6 +80,9 @@ def test_parse_json_schema_and_skipped_files(tiny, folder, capsys):
   assert set(res) == {"checkpoint", "space", "aggregate", "folder", "num_images", "images",
                       "skipped", "calibration", "reliability_source", "continuous", "discrete",
                       "gating", "loss_groups", "loss_types"}
+  with open(os.path.join(tiny_run.REPO, "docs", "parse.md")) as f:
+    documented = f.read()
+  assert all(f"`{key}`" in documented for key in (*res, "error", "report"))
   assert res["folder"] is None and res["calibration"]["applied"]
   assert res["reliability_source"] == workdir_lib.metrics_path(workdir)
   metrics = workdir_lib.read_json(workdir_lib.metrics_path(workdir))["methods"]
