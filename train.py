@@ -29,7 +29,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "./workdir", "Checkpoints, logs and re
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-  # TensorFlow (the input pipeline) must not take accelerator memory from JAX (JAX_NOTES 3g).
+  # TensorFlow (the input pipeline) must not take accelerator memory from JAX
+  # (docs/jax_notes.md#tensorflow-off-the-gpu).
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   import jax
