@@ -99,8 +99,6 @@ def format_text(result: dict) -> str:
 
 
 def run(command: str, args: types.SimpleNamespace) -> int:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
   logging.set_verbosity(logging.ERROR)
   task = TASK_OF[command]
   try:
@@ -111,10 +109,15 @@ def run(command: str, args: types.SimpleNamespace) -> int:
   except (FileNotFoundError, ValueError) as e:
     print(f"revgm {command}: cannot load checkpoint: {e}", file=sys.stderr)
     return 2
-  inputs = parse.read_inputs(f"revgm {command}", args.images, loaded.config)
-  if inputs is None:
+  files, skipped = parse.collect_files(args.images)
+  images, used, unreadable = inference.load_images(files, loaded.config)
+  skipped += unreadable
+  for path, reason in skipped:
+    print(f"skipped {path}: {reason}", file=sys.stderr)
+  if not used:
+    print(f"revgm {command}: no readable image among {len(files)} file(s) "
+          f"({len(skipped)} skipped)", file=sys.stderr)
     return 1
-  images, used, skipped = inputs
   predict_fn = steps.make_predict_fn(loaded.config, loaded.model, loaded.space, loaded.mesh)
   pred = inference.predict(loaded, images, args.batch_size, predict_fn)["pred"]
   result = {"task": task, "checkpoint": {"workdir": loaded.workdir, "which": loaded.which,

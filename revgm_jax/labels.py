@@ -375,3 +375,10 @@ def split_gms(gt: GroundTruth, test_set: int = 1, test_gms: Sequence[str] = (),
   val = sorted(rest[i] for i in perm[:num_val_gms])
   train = [n for n in rest if n not in set(val)]
   return {"train": train, "val": val, "test": test}
+
+
+# Real images, the extra class of detection and attribution (docs/tasks.md#data): its name (of
+# the class, its folder and its TFDS split) and its gm_row, no row of a ground truth (-1 marks
+# evaluation padding).
+REAL = "real"
+REAL_ROW = -2

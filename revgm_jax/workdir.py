@@ -7,6 +7,7 @@
   WORKDIR/best/<step>/        orbax: the step that scored best on the validation GMs ("best")
   WORKDIR/results.json        what `train_and_evaluate` returned
   WORKDIR/report/             the evaluation report (metrics.json, report.md, figures)
+  WORKDIR/calibration.json    temperatures of the probability heads for the reported step
 
 "best" and "latest" are the only names of the two checkpoint managers, as folders and as
 values of `config.eval.which`. Inference, evaluation and `revgm parse` need nothing but these.
@@ -30,6 +31,8 @@ BEST = "best"
 MANAGERS = (BEST, LATEST)
 RESULTS_FILE = "results.json"
 REPORT_DIR = "report"
+METRICS_FILE = "metrics.json"  # in REPORT_DIR
+CALIBRATION_FILE = "calibration.json"
 
 
 def checkpoint_dir(workdir: str, which: str) -> str:
@@ -45,6 +48,27 @@ def results_path(workdir: str) -> str:
 
 def report_dir(workdir: str) -> str:
   return os.path.join(workdir, REPORT_DIR)
+
+
+def metrics_path(workdir: str) -> str:
+  return os.path.join(report_dir(workdir), METRICS_FILE)
+
+
+def calibration_path(workdir: str) -> str:
+  return os.path.join(workdir, CALIBRATION_FILE)
+
+
+def write_json(path: str, obj) -> None:
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=1)
+
+
+def read_json(path: str) -> dict | None:
+  """A JSON file of the workdir, or None if it does not exist (an older run)."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def is_workdir(path: str) -> bool:
@@ -66,8 +90,7 @@ def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: labels.G
 
 
 def write_results(workdir: str, results: dict) -> None:
-  with open(results_path(workdir), "w") as f:
-    json.dump(results, f, indent=1)
+  write_json(results_path(workdir), results)
 
 
 # Fields that fix the shapes of the saved state; a workdir cannot resume under other values.

@@ -44,8 +44,7 @@ from revgm_jax import config_utils, labels
 from revgm_jax.data import images
 
 NAME = "revgm_images"
-REAL = "real"  # the class (and split) name of real images
-REAL_ROW = -2  # their gm_row: no row of the ground truth (-1 marks evaluation padding)
+REAL, REAL_ROW = labels.REAL, labels.REAL_ROW
 _MAX_THREADS = 16
 
 

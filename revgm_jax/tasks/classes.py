@@ -12,15 +12,14 @@ import ml_collections
 import numpy as np
 
 from revgm_jax import labels
-from revgm_jax.data import builder
 
-REAL = builder.REAL
+REAL = labels.REAL
 DETECTION_CLASSES = (REAL, "generated")
 
 
 def _index(row):
   """Index into a class table of a gm_row (or an array of them)."""
-  return row - builder.REAL_ROW
+  return row - labels.REAL_ROW
 
 
 def class_names(task: str, split: dict) -> list[str]:
@@ -44,12 +43,14 @@ def parts(data: ml_collections.ConfigDict) -> dict[str, tuple[float, float]]:
 
 
 def class_split(config: ml_collections.ConfigDict, gt: labels.GroundTruth, test_gms: list[str],
-                data: builder.PreparedData) -> dict:
+                data) -> dict:
   """The `input_pipeline.Datasets` fields of a detection or attribution run: split, parts,
   class_table and class_weights ({"class": [N / count per class over training images]}).
 
-  gt: the GMs that have images; test_gms: explicit unknown GMs (else config.data.test_set's).
+  gt: the GMs that have images; test_gms: explicit unknown GMs (else config.data.test_set's);
+  data: the `builder.PreparedData` (imported here only: inference needs no TensorFlow).
   """
+  from revgm_jax.data import builder  # pylint: disable=g-import-not-at-top
   task = config.task
   if task not in ("detection", "attribution"):
     raise ValueError(f"config.task={task!r}; use parsing, detection or attribution")
@@ -72,12 +73,12 @@ def class_split(config: ml_collections.ConfigDict, gt: labels.GroundTruth, test_
   # class_table[_index(gm_row)]: rows -2 (real), -1 (padding), 0 .. N-1 (GMs).
   table = np.full(_index(len(data.gt)), -1, np.int32)
   table[_index(0):] = 1 if task == "detection" else -1  # attribution: unknown GMs, no class
-  table[_index(builder.REAL_ROW)] = names.index(REAL)
+  table[_index(labels.REAL_ROW)] = names.index(REAL)
   if task == "attribution":
     table[_index(data.gt.rows(known))] = np.arange(len(known))
   counts = np.zeros(len(names))
   for name in sources:
-    row = builder.REAL_ROW if name == REAL else data.gt.row(name)
+    row = labels.REAL_ROW if name == REAL else data.gt.row(name)
     counts[table[_index(row)]] += data.num_images([name], config.data.max_images_per_gm,
                                                   p["train"])
   weights = counts.sum() / counts if config.loss.weighted_ce else np.ones(len(names))

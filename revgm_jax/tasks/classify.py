@@ -1,6 +1,7 @@
 """Detection and attribution as tasks: FEN constraints with the classification coefficients
 plus a weighted cross-entropy (docs/tasks.md#losses), class probabilities and the penultimate
-embedding as predictions, classification metrics for model selection."""
+embedding as predictions, classification metrics for model selection. Metrics and reports
+(scikit-learn, matplotlib) are imported where used: inference imports this module."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import ml_collections
 import numpy as np
 from jax import lax
 
-from revgm_jax.evaluation import task_metrics, task_report
 from revgm_jax.losses import constraints
 
 
@@ -57,6 +57,7 @@ class ClassifyTask:
   def metrics(self, per_example, sums) -> dict:
     """Loss means and the closed-set metrics of labelled examples; score: detection AUC or
     attribution accuracy."""
+    from revgm_jax.evaluation import task_metrics  # pylint: disable=g-import-not-at-top
     out = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
     prob, label = np.asarray(per_example["pred"]["prob"]), np.asarray(per_example["label"])
     known = label >= 0
@@ -70,6 +71,7 @@ class ClassifyTask:
     return out
 
   def results_table(self, results: dict) -> str:
+    from revgm_jax.evaluation import task_report  # pylint: disable=g-import-not-at-top
     return task_report.results_table(results)
 
   def evaluate(self, workdir, data, variables, **kwargs) -> dict:

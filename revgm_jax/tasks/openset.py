@@ -16,8 +16,6 @@ import os
 
 import numpy as np
 
-from revgm_jax.evaluation import task_metrics
-
 SCORES = ("msp", "cosine", "mahalanobis")
 TPR = 0.95  # share of validation known images the threshold accepts
 _DIR = "openset"
@@ -54,6 +52,7 @@ def score(kind: str, prob, embedding, stats: dict) -> np.ndarray:
 
 def thresholds(prob, embedding, stats: dict) -> dict:
   """{score kind: threshold accepting TPR of these (validation, known) images}."""
+  from revgm_jax.evaluation import task_metrics  # pylint: disable=g-import-not-at-top (sklearn)
   return {k: task_metrics.threshold_at_tpr(score(k, prob, embedding, stats), TPR) for k in SCORES}
 
 

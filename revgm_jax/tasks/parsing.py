@@ -1,5 +1,6 @@
 """Model parsing as a task (docs/losses.md, docs/protocol.md): the FEN constraints plus the
-parsing losses, the parser's predictions, the parsing metrics and the parsing report."""
+parsing losses, the parser's predictions, the parsing metrics and the parsing report (the
+evaluation modules imported where used: inference imports this module)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import dataclasses
 import ml_collections
 
 from revgm_jax import labels
-from revgm_jax.evaluation import evaluator, report
 from revgm_jax.losses import constraints, parsing
 
 
@@ -46,9 +46,11 @@ class ParsingTask:
     return parsing.predictions(outputs, self.space, self.config.model.head_activation)
 
   def metrics(self, per_example, sums) -> dict:
+    from revgm_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
     return evaluator.model_metrics(per_example, sums, self.space)
 
   def results_table(self, results: dict) -> str:
+    from revgm_jax.evaluation import report  # pylint: disable=g-import-not-at-top
     return report.results_table(results)
 
   def evaluate(self, workdir, data, variables, **kwargs) -> dict:
