@@ -11,10 +11,14 @@ Each workdir is evaluated with the config it was trained with (its config.json) 
 --config is given (then it must describe the same model and data); --config.<field>=<value>
 overrides fields of that file as in train.py. The report (metrics.json, report.md, figures)
 goes to WORKDIR/report unless --out_dir is given (one workdir only).
+
+Exit status: 0 done; 1 bad flags; 2 a checkpoint that does not restore (each failed step named;
+the newest intact step of the manager is used when there is one) or a --config of another run.
 """
 
 import json
 import os
+import sys
 
 from absl import app, flags, logging
 
@@ -48,6 +52,7 @@ def main(argv):
     raise app.UsageError("--out_dir and --checkpoint apply to a single --workdir")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF only reads data here (JAX_NOTES 3g)
+  from revgm_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from revgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
 
@@ -67,8 +72,12 @@ def main(argv):
       config = _CONFIG.value or workdir_lib.load_config(workdir)
       if _RANDOM_GT.value is not None:
         config.eval.random_gt_workdir = _RANDOM_GT.value
-      results = run.evaluate_checkpoint(config, _CHECKPOINT.value or workdir, split=_SPLIT.value,
-                                        out_dir=_OUT_DIR.value)
+      try:
+        results = run.evaluate_checkpoint(config, _CHECKPOINT.value or workdir,
+                                          split=_SPLIT.value, out_dir=_OUT_DIR.value)
+      except (FileNotFoundError, workdir_lib.WorkdirError, checkpointing.CheckpointError) as e:
+        sys.stderr.write(f"eval.py: {e}\n")
+        sys.exit(2)
       out = _OUT_DIR.value or workdir_lib.report_dir(workdir)
       print(f"{workdir}: report in {out}", flush=True)
     name = results["name"]

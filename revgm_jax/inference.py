@@ -39,6 +39,7 @@ class Loaded:
   model: model_lib.RevGM
   variables: dict  # {"params", "batch_stats"}, replicated over `mesh`
   mesh: jax.sharding.Mesh
+  skipped: tuple[str, ...] = ()  # newer steps that failed to restore: "DIR/STEP: problem"
 
   @property
   def space(self) -> labels.Space:
@@ -57,9 +58,12 @@ def load(path: str, config: ml_collections.ConfigDict | None = None,
   """Restores the model of a checkpoint path (see the module docstring).
 
   config: the run's config (default: the workdir's config.json); mesh: where the variables go
-  (default: the first device).
+  (default: the first device). Raises FileNotFoundError, workdir.WorkdirError (a config of
+  another run) or checkpointing.CheckpointError (no step restores).
   """
   workdir, which, step = workdir_lib.resolve_checkpoint(path)
+  if config is not None:
+    workdir_lib.check_same_run(workdir, config)
   config = workdir_lib.load_config(workdir) if config is None else config
   info, gt = workdir_lib.load_run_info(workdir)
   mesh = mesh or sharding.make_mesh(jax.devices()[:1])
@@ -67,7 +71,8 @@ def load(path: str, config: ml_collections.ConfigDict | None = None,
   variables, progress = checkpointing.restore_variables(
       workdir, abstract_variables(model, config.image_size, mesh), which, step)
   return Loaded(workdir=workdir, which=which, step=int(progress["step"]), config=config, gt=gt,
-                split=info["split"], model=model, variables=variables, mesh=mesh)
+                split=info["split"], model=model, variables=variables, mesh=mesh,
+                skipped=tuple(progress["skipped"]))
 
 
 def make_predict_fn(loaded: Loaded) -> Callable:
@@ -110,7 +115,8 @@ def load_images(paths: Iterable[str], config: ml_collections.ConfigDict
   out, used, skipped = [], [], []
   for path in paths:
     try:
-      image, _ = images_lib.read_image(path)
+      image, _ = images_lib.read_image(
+          path, config.data.get("max_image_pixels", images_lib.MAX_PIXELS))
     except images_lib.ImageError as e:
       skipped.append((path, str(e)))
       continue

@@ -16,7 +16,9 @@ only if the run had none).
 
 Flags (absl, as train.py; `--help` lists them) and image paths may come in any order.
 Exit status: 0 parsed; 1 no readable image (each skipped file is listed with the reason);
-2 bad arguments or checkpoint.
+2 bad arguments or checkpoint; 3 the result cannot be written (stdout on a full disk). With
+--json, a failure after the flags still prints one JSON object: {"error", "exit_status", ...}.
+A checkpoint step that fails to restore is named on stderr and the manager's previous step used.
 """
 
 from __future__ import annotations
@@ -118,29 +120,50 @@ def run(args: types.SimpleNamespace) -> int:
   try:
     loaded = inference.load(args.checkpoint)
   except (FileNotFoundError, ValueError) as e:
-    print(f"revgm parse: cannot load checkpoint: {e}", file=sys.stderr)
-    return 2
+    return _fail(args, 2, f"cannot load checkpoint: {e}")
+  for problem in loaded.skipped:
+    print(f"warning: checkpoint {problem}; used step {loaded.step}", file=sys.stderr)
   files, skipped = collect_files(args.images)
   images, used, unreadable = inference.load_images(files, loaded.config)
   skipped += unreadable
   for path, reason in skipped:
     print(f"skipped {path}: {reason}", file=sys.stderr)
   if not used:
-    print(f"revgm parse: no readable image among {len(files)} file(s) "
-          f"({len(skipped)} skipped)", file=sys.stderr)
-    return 1
+    return _fail(args, 1, f"no readable image among {len(files)} file(s) ({len(skipped)} "
+                 "skipped)", skipped=[{"path": p, "reason": r} for p, r in skipped])
   out = inference.predict(loaded, images, args.batch_size)
   pred = out["pred"]
   if args.aggregate == "fingerprint":
     mean_f = jax.device_put(out["fingerprint"].mean(0, keepdims=True))
     pred = jax.tree.map(np.asarray, inference.make_parse_fingerprint_fn(loaded)(
         loaded.variables, mean_f))
-  result = {"checkpoint": {"workdir": loaded.workdir, "which": loaded.which, "step": loaded.step},
+  result = {"checkpoint": {"workdir": loaded.workdir, "which": loaded.which, "step": loaded.step,
+                          "skipped_steps": list(loaded.skipped)},
             "space": loaded.space.name, "aggregate": args.aggregate, "num_images": len(used),
             "images": used, "skipped": [{"path": p, "reason": r} for p, r in skipped],
             **summarize(loaded, pred)}
-  print(json.dumps(result, indent=1) if args.json else format_text(result))
-  return 0
+  return _write(json.dumps(result, indent=1) if args.json else format_text(result))
+
+
+def _fail(args: types.SimpleNamespace, status: int, message: str, **details) -> int:
+  """One line on stderr; with --json also the error as a JSON object on stdout."""
+  print(f"revgm parse: {message}", file=sys.stderr)
+  if args.json:
+    return _write(json.dumps({"error": message, "exit_status": status, **details}, indent=1),
+                  status)
+  return status
+
+
+def _write(text: str, status: int = 0) -> int:
+  """Prints `text` on stdout; a failed write (full disk, closed pipe) is named, exit status 3."""
+  try:
+    print(text)
+    sys.stdout.flush()
+  except OSError as e:
+    print(f"revgm parse: cannot write the result to stdout: {e.strerror or e}", file=sys.stderr)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd failure at exit
+    return 3
+  return status
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse") -> int:
