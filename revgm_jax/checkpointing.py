@@ -149,8 +149,8 @@ def restore_variables(workdir: str, abstract_variables, which: str = "best",
   """({"params", "batch_stats"}, progress) of a workdir's checkpoint, for inference.
 
   which: "best" (the validation-selected step) or "latest" (the resume checkpoints); step:
-  a specific step of that manager (default: its newest intact one; progress["skipped"] lists
-  the newer steps that failed to restore). `abstract_variables` is a
+  a specific step of that manager (default: its newest intact one; progress["skipped"], only
+  when there are some, lists the newer steps that failed to restore). `abstract_variables` is a
   `replicated_target` of the model's variables (e.g. from `jax.eval_shape(model.init, ...)`).
   """
   path = workdir_lib.checkpoint_dir(workdir, which)
@@ -164,4 +164,4 @@ def restore_variables(workdir: str, abstract_variables, which: str = "best",
         progress=ocp.args.JsonRestore())), step)
   finally:
     mngr.close()
-  return r["variables"], {**r["progress"], "skipped": failed}
+  return r["variables"], {**r["progress"], **({"skipped": failed} if failed else {})}

@@ -72,7 +72,7 @@ def load(path: str, config: ml_collections.ConfigDict | None = None,
       workdir, abstract_variables(model, config.image_size, mesh), which, step)
   return Loaded(workdir=workdir, which=which, step=int(progress["step"]), config=config, gt=gt,
                 split=info["split"], model=model, variables=variables, mesh=mesh,
-                skipped=tuple(progress["skipped"]))
+                skipped=tuple(progress.get("skipped", ())))
 
 
 def make_predict_fn(loaded: Loaded) -> Callable:
