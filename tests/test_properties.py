@@ -107,7 +107,8 @@ configs = st.fixed_dictionaries({
     "image_size": st.integers(8, 64), "seed": st.integers(0, 9),
     "data": st.dictionaries(st.sampled_from(["test_set", "space", "image_dir", "tfds_dir"]), leaf),
     "model": st.dictionaries(st.sampled_from(["fen_width", "parser_widths"]), leaf),
-    "optim": st.fixed_dictionaries({"lr": st.floats(0, 1), "weight_decay": st.sampled_from([0, 1])})})
+    "optim": st.fixed_dictionaries({"lr": st.floats(0, 1),
+                                    "weight_decay": st.sampled_from([0, 1])})})
 
 
 @FEW
