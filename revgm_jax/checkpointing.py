@@ -47,6 +47,7 @@ def restore_newest(mngr: ocp.CheckpointManager, restore: Callable[[int], Any],
       logging.warning("checkpoint %s cannot be restored; trying the previous step", failed[-1])
   raise CheckpointError(f"no step of {path} restores: " + "; ".join(failed))
 
+
 def replicated_target(tree, mesh: jax.sharding.Mesh):
   """Abstract restore target: every leaf's shape and dtype, replicated over `mesh`."""
   sharding_ = sharding.replicated(mesh)
