@@ -171,7 +171,7 @@ def _png(path, width, height, bit_depth, pixels: bytes = b"") -> str:
 def test_48_bit_png_is_an_error_not_squashed(tmp_path):
   rows = np.random.default_rng(0).integers(0, 65535, (4, 5 * 3)).astype(">u2")
   path = _png(tmp_path / "deep.png", 5, 4, 16, b"".join(b"\0" + r.tobytes() for r in rows))
-  with pytest.raises(images.ImageError, match=rf"image {path} has 16 bits per channel"):
+  with pytest.raises(images.ImageError, match=rf"image {path} has 16-bit channels"):
     images.read_image(path)
 
 

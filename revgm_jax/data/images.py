@@ -56,7 +56,7 @@ def read_image(path: str, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str
         raise ImageError(f"image {path} is {width} x {height} = {width * height} pixels, over the "
                          f"limit of {max_pixels} (config.data.max_image_pixels); not decoded")
       if _is_16_bit(im):
-        raise ImageError(f"image {path} has 16 bits per channel ({im.format} {im.mode}); only "
+        raise ImageError(f"image {path} has 16-bit channels ({im.format} {im.mode}); only "
                          "8-bit images can be used — convert it to 8-bit RGB")
       im.load()  # decode now: a truncated or corrupt file fails here, not later in tf.data
       mode = im.mode
