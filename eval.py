@@ -51,10 +51,14 @@ def main(argv):
   if len(workdirs) > 1 and (_OUT_DIR.value or _CHECKPOINT.value):
     raise app.UsageError("--out_dir and --checkpoint apply to a single --workdir")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # TF only reads data here (JAX_NOTES 3g)
-  from revgm_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")  # TF only reads data here (docs/jax_notes.md#tensorflow-off-the-gpu)
+  from revgm_jax import checkpointing, distributed  # pylint: disable=g-import-not-at-top
   from revgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
+
+  # A multi-process evaluation joins its job from --config's distributed fields or from the
+  # environment launch_local sets (not from a workdir's config: its job has ended).
+  distributed.initialize(_CONFIG.value.distributed if _CONFIG.value else None)
 
   for workdir in workdirs:
     if not workdir_lib.is_workdir(workdir):

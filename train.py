@@ -38,7 +38,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the run the workdir h
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-  # TensorFlow (the input pipeline) must not take accelerator memory from JAX (JAX_NOTES 3g).
+  # TensorFlow (the input pipeline) must not take accelerator memory from JAX
+  # (docs/jax_notes.md#tensorflow-off-the-gpu).
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   import jax

@@ -39,6 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.num_val_gms = 4  # training GMs held out for model selection
   config.data.max_images_per_gm = 0  # 0 = all
   config.data.shuffle_buffer = 8192
+  # Independent training streams, dealt evenly to the processes (0: one per process). Fix it to
+  # make the global batches, and so the run, independent of the number of processes.
+  config.data.input_shards = 0
   config.data.random_crop = False  # crop image_size x image_size instead of resizing
   config.data.mean = 0.6490
   config.data.std = 0.1269

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:  # `python experiments/paper_claims.py` puts only experiments/ there
@@ -45,7 +45,7 @@ def main(argv):
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
-  from revgm_jax import train_lib, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from experiments import runs  # pylint: disable=g-import-not-at-top
 
   base = _CONFIG.value
   overrides = claims.row_overrides(base)
@@ -59,21 +59,14 @@ def main(argv):
   for seed in seeds:
     for name in names:
       workdir = os.path.join(out_dir, name, f"seed{seed}")
-      results_file = workdir_lib.results_path(workdir)
       config = claims.make_config(base, overrides[name], seed)
       if name == "default" and "random_gt" in names:
         config.eval.random_gt_workdir = os.path.join(out_dir, "random_gt", f"seed{seed}")
-      if os.path.exists(results_file):
-        if json.loads(config.to_json()) != workdir_lib.load_config(workdir).to_dict():
-          raise app.UsageError(f"{workdir} holds a finished run of another config (code or "
-                               "--config changed since); use a new --out_dir")
-        logging.info("row %s seed %d: reusing %s", name, seed, results_file)
-        with open(results_file) as f:
-          results = json.load(f)
-      else:
-        print(f"=== row {name}, seed {seed}: {overrides[name] or 'base config'} -> {workdir}",
-              flush=True)
-        results = train_lib.train_and_evaluate(config, workdir)
+      try:
+        results = runs.train_or_reuse(
+            config, workdir, f"row {name}, seed {seed}: {overrides[name] or 'base config'}")
+      except runs.ConfigChanged as e:
+        raise app.UsageError(str(e)) from None
       reports[name].append(results["report"])
   collected = claims.collect(reports, overrides, seeds)
   with open(os.path.join(out_dir, "claims.json"), "w") as f:

@@ -2,7 +2,7 @@
 
 Folder names and the run metadata beside the weights are `revgm_jax.workdir`'s. Restores go
 into concrete abstract targets (`ShapeDtypeStruct`s carrying a NamedSharding over the *current*
-mesh), so a checkpoint written on 8 devices loads onto 2 or 1 (docs/jax_notes.md, "Checkpoints").
+mesh), so a checkpoint written on 8 devices loads onto 2 or 1 (docs/jax_notes.md#restore-targets).
 Model variables are an item of their own so that inference restores them without building an
 optimiser. No pickle anywhere.
 

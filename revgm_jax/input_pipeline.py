@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from absl import logging
 import jax
@@ -134,28 +134,47 @@ def _options() -> tf.data.Options:
   return options
 
 
+def _stream(slices: list[builder.FileSlice], decode, *, batch_size: int, seed: int,
+            shuffle_buffer: int, shard: int) -> tf.data.Dataset:
+  """The infinite, seeded, shuffled batches of one input shard (its own files)."""
+  ds = _slice_dataset(slices).shuffle(len(slices), seed=seed,
+                                      reshuffle_each_iteration=True).repeat()
+  ds = _read(ds, min(len(slices), _MAX_OPEN_FILES))
+  ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
+  crop_seed = tf.constant(seed * 4099 + shard, tf.int64)  # crops differ across shards
+  ds = ds.enumerate().map(lambda i, x: decode(x, tf.stack([crop_seed, i])),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.batch(batch_size, drop_remainder=True)
+
+
 def train_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size: int,
                   prep: Preprocess, seed: int, shuffle_buffer: int, max_images_per_gm: int,
-                  process_index: int, process_count: int,
+                  shards: Sequence[int], num_shards: int,
                   label_rows: np.ndarray | None = None) -> tf.data.Dataset:
-  """Infinite, seeded, shuffled batches of `batch_size` (this host's share) of `gm_names`."""
+  """Infinite, seeded, shuffled batches of `batch_size` rows (this host's share) of `gm_names`.
+
+  The shard files are dealt round-robin to `num_shards` input shards, each an independent
+  stream; this host reads `shards` and each of its batches is their batches concatenated, so
+  the global batch depends on the number of input shards only, not on how many processes read
+  them (docs/jax_notes.md#multi-host).
+  """
   if prep.random_crop:
     data.check_min_size(gm_names, prep.image_size)
   slices = data.file_slices(gm_names, max_images_per_gm)
-  mine = host_slices(slices, process_index, process_count)
-  if not mine:
-    raise ValueError(f"{len(slices)} shard files cannot feed {process_count} processes; set "
-                     "config.data.shards_per_gm to at least "
-                     f"{math.ceil(process_count / max(1, len(gm_names)))}")
-  ds = _slice_dataset(mine).shuffle(len(mine), seed=seed, reshuffle_each_iteration=True).repeat()
-  ds = _read(ds, min(len(mine), _MAX_OPEN_FILES))
-  ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   decode = _decoder(data, prep, label_rows)
-  host_seed = tf.constant(seed * 4099 + process_index, tf.int64)  # crops differ across hosts
-  ds = ds.enumerate().map(lambda i, x: decode(x, tf.stack([host_seed, i])),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(
-      _options())
+  streams = []
+  for shard in shards:
+    mine = host_slices(slices, shard, num_shards)
+    if not mine:
+      raise ValueError(f"{len(slices)} shard files cannot feed {num_shards} input shards (one "
+                       "per process unless config.data.input_shards is set); set "
+                       "config.data.shards_per_gm to at least "
+                       f"{math.ceil(num_shards / max(1, len(gm_names)))}")
+    streams.append(_stream(mine, decode, batch_size=batch_size // len(shards), seed=seed,
+                           shuffle_buffer=shuffle_buffer, shard=shard))
+  ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
+      lambda *parts: {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]})
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
 def eval_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size: int,
@@ -212,6 +231,7 @@ class Datasets:
   eval_batch_size: int  # global
   seed: int
   shuffle_buffer: int
+  input_shards: int  # 0 = one per process; config.data.input_shards
   max_images_per_gm: int  # 0 = all; config.data.max_images_per_gm
   max_test_images_per_gm: int  # 0 = as max_images_per_gm; config.eval.max_images_per_gm
 
@@ -240,10 +260,12 @@ class Datasets:
                     process_count: int | None = None) -> tf.data.Dataset:
     """This host's training batches (default: this process of the running cluster)."""
     index, count = _process(process_index, process_count)
+    shards = self.input_shards or count
     return train_dataset(
         self.data, self.split["train"], batch_size=self.batch_size // count, prep=self.prep,
         seed=self.seed, shuffle_buffer=self.shuffle_buffer,
-        max_images_per_gm=self.max_images_per_gm, process_index=index, process_count=count,
+        max_images_per_gm=self.max_images_per_gm,
+        shards=range(index * shards // count, (index + 1) * shards // count), num_shards=shards,
         label_rows=self.label_rows)
 
   def eval_dataset(self, split_name: str, process_index: int | None = None,
@@ -285,9 +307,17 @@ def _process(index: int | None, count: int | None) -> tuple[int, int]:
           jax.process_count() if count is None else count)
 
 
+def _check_input_shards(shards: int, batch_size: int) -> None:
+  """Input shards are dealt evenly to the processes and split the global batch evenly."""
+  if shards and (shards % jax.process_count() or batch_size % shards):
+    raise ValueError(f"config.data.input_shards={shards} must be a multiple of the "
+                     f"{jax.process_count()} processes and divide config.batch_size="
+                     f"{batch_size} (0: one per process)")
+
+
 def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None
                  ) -> Datasets:
-  """Prepares the data of `config` and splits it by GM (docs/protocol.md).
+  """Prepares the data of `config` and splits it by GM (docs/protocol.md#gm-splits).
 
   mesh: the data-parallel mesh (default: `sharding.make_mesh()`). The split is drawn from the
   GMs that have images (a GM of the index without a folder is left out with a warning).
@@ -296,6 +326,7 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
   mesh = sharding.make_mesh() if mesh is None else mesh
   for name in ("batch_size", "eval_batch_size"):
     sharding.check_batch_size(config[name], mesh, name)
+  _check_input_shards(config.data.input_shards, config.batch_size)
   image_dir, labels_dir = image_folders(config.data)
   d = config.data
 
@@ -331,5 +362,6 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
       data=data, split=split, class_weights=labels.class_weights(gt, rows), mesh=mesh,
       label_rows=label_rows, prep=Preprocess.from_config(config), batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size, seed=config.seed,
-      shuffle_buffer=config.data.shuffle_buffer, max_images_per_gm=config.data.max_images_per_gm,
+      shuffle_buffer=config.data.shuffle_buffer, input_shards=config.data.input_shards,
+      max_images_per_gm=config.data.max_images_per_gm,
       max_test_images_per_gm=config.eval.max_images_per_gm)

@@ -1,7 +1,7 @@
 """The data-parallel mesh and every move of values between hosts and the global mesh.
 
-One 1-D mesh with axis `AXIS` spans every device of every process (docs/jax_notes.md,
-"Data parallelism"). Values enter it in two ways only:
+One 1-D mesh with axis `AXIS` spans every device of every process (docs/jax_notes.md#multi-host,
+#global-batches). Values enter it in two ways only:
   - per-host batches, split along `AXIS` (`host_batch_to_global`): each process hands in its
     own rows, the global batch is their concatenation in process order;
   - replicated values that every process computes identically (`replicate`, `replicated_key`).
@@ -66,15 +66,10 @@ def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
                       tree)
 
 
-def replicated_key(seed: int, mesh: jax.sharding.Mesh, num: int | None = None) -> jax.Array:
-  """`jax.random.key(seed)` (or its `split(num)`), made directly replicated over the mesh.
-
-  Typed key arrays cannot come from host data; built inside jit they land on the mesh.
-  """
-  def make(s):
-    key = jax.random.key(s)
-    return key if num is None else jax.random.split(key, num)
-  return jax.jit(make, out_shardings=replicated(mesh))(np.uint32(seed))
+def replicated_key(key_data: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
+  """A random key from its raw data (`jax.random.key_data`, identical on every process),
+  replicated over the mesh (typed key arrays cannot come from host data themselves)."""
+  return jax.random.wrap_key_data(replicate(key_data, mesh))
 
 
 def to_host(tree: Any) -> Any:

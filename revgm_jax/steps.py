@@ -6,8 +6,9 @@ cross-device quantity is an explicit collective: BatchNorm moments, the batch-gl
 max and the weighted cross-entropy sums (inside the losses), and the loss itself (`lax.pmean`).
 Under shard_map's replication typing the gradient of that replicated loss with respect to the
 replicated parameters is already the all-reduced global gradient, so 1 device and N devices take
-the same step on the same global batch; the FFT runs on local examples only, with no all-gather
-of the batch (docs/jax_notes.md, "Data parallelism").
+the same step on the same global batch (docs/jax_notes.md#per-device-step-with-shard_map); the
+FFT runs on local examples only, with no all-gather of the batch
+(docs/jax_notes.md#fft-without-an-all-gather).
 
 One predict function serves validation during training, the evaluation report and
 `revgm parse` (`revgm_jax.evaluation.evaluator` feeds it batches).
@@ -54,6 +55,8 @@ def make_optimizer(optim: ml_collections.ConfigDict) -> optax.GradientTransforma
 
 
 def _init_state(rng, model, tx, image_shape) -> TrainState:
+  if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.wrap_key_data(rng)
   # train=False: initialisation must not reach the BatchNorm collectives outside shard_map.
   variables = model.init(rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
   params = variables["params"]
@@ -62,7 +65,12 @@ def _init_state(rng, model, tx, image_shape) -> TrainState:
 
 
 def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
-  """A fresh state, created directly replicated over the mesh."""
+  """A fresh state, created directly replicated over the mesh.
+
+  rng: a host key, or its raw data (`jax.random.key_data`) as NumPy, which is what a
+  multi-process job passes (a host value every process holds alike). Not a key committed to
+  the mesh: drawing from one gives other initial values.
+  """
   init = functools.partial(_init_state, model=model, tx=tx, image_shape=image_shape)
   return jax.jit(init, out_shardings=sharding.replicated(mesh))(rng)
 
@@ -74,7 +82,7 @@ def abstract_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
 
 
 def total_loss(fingerprint, outputs, batch, *, config, space, class_weights, axis_name):
-  """Total loss and every term (docs/losses.md): FEN constraints + weighted parsing losses.
+  """Total loss and every term (docs/losses.md#total-loss): FEN constraints + weighted parsing losses.
 
   Examples with mask False (evaluation padding) are left out of every term.
   """

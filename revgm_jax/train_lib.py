@@ -96,7 +96,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   tx = steps.make_optimizer(config.optim)
   total_steps = num_train_steps(config, data.num_train_images)
   image_shape = (config.image_size, config.image_size, 3)
-  init_rng, dropout_rng = sharding.replicated_key(config.seed, mesh, num=2)
+  # Host values every process computes alike: the init key enters the init jit as raw data,
+  # the dropout key is replicated over the mesh (docs/jax_notes.md#multi-host).
+  init_rng, dropout_key = np.asarray(jax.random.key_data(jax.random.split(
+      jax.random.key(config.seed))))
+  dropout_rng = sharding.replicated_key(dropout_key, mesh)
 
   if main:
     workdir_lib.write_run_info(workdir, config, data.gt, data.split, data.class_weights)

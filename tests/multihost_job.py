@@ -4,10 +4,14 @@
   multihost_job.py fail raise|exit3    p1 raises (or dies with status 3); p0 waits
   multihost_job.py zoo OUT OVERRIDES   a tiny zoo (JSON overrides) built together into OUT/shared
                                        (twice), and into OUT/disk_<i> (disks not shared)
+  multihost_job.py train SPEC          `tiny_run`'s training (SPEC: JSON root, labels, workdir,
+                                       overrides and kill_at: the last process SIGKILLs itself
+                                       before step kill_at, once step kill_at - 2 is on disk)
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -54,6 +58,32 @@ def zoo(out: str, overrides: str):
   build.build_zoo(cfg, os.path.join(out, f"disk_{jax.process_index()}"))
 
 
+def train(spec: str):
+  import jax  # pylint: disable=g-import-not-at-top
+  import tiny_run  # pylint: disable=g-import-not-at-top
+  from revgm_jax import input_pipeline, train_lib  # pylint: disable=g-import-not-at-top
+  spec = json.loads(spec)
+  config = tiny_run.config(spec["root"], spec["labels"], **spec["overrides"])
+  kill_at = spec.get("kill_at")
+  if kill_at and jax.process_index() == jax.process_count() - 1:
+    batches = input_pipeline.Datasets.train_iter
+    saved = os.path.join(spec["workdir"], "latest", str(kill_at - 2))
+
+    def dies_before_step(data, start_step=0):
+      for step, batch in enumerate(batches(data, start_step), start=start_step + 1):
+        if step == kill_at:
+          deadline = time.monotonic() + 60
+          while not os.path.isdir(saved) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the async save of step kill_at - 2 finishes in the background
+          os.kill(os.getpid(), signal.SIGKILL)
+        yield batch
+
+    input_pipeline.Datasets.train_iter = dies_before_step
+  train_lib.train_and_evaluate(config, spec["workdir"])
+  print("train ok", flush=True)
+
+
 if __name__ == "__main__":
   assert distributed.initialize(), "not started by revgm_jax.launch_local"
-  {"collectives": collectives, "fail": fail, "zoo": zoo}[sys.argv[1]](*sys.argv[2:])
+  {"collectives": collectives, "fail": fail, "zoo": zoo,
+   "train": train}[sys.argv[1]](*sys.argv[2:])

@@ -165,7 +165,9 @@ def test_summary_over_sets(evaluated, tmp_path):
   other["name"] = "test set 2"
   other["methods"]["model"]["cont_l1"] = results["methods"]["model"]["cont_l1"] + 0.1
   summary = run.write_summary(str(tmp_path), {"test set 1": results, "test set 2": other})
-  assert sorted(os.listdir(tmp_path)) == ["summary.json", "summary.md"]
+  assert sorted(os.listdir(tmp_path)) == ["summary.json", "summary.md", "summary_k_images.png"]
+  k1 = summary["k_images_mean_std"]["model"]["1"]["cont_l1"]  # the same curve in both sets
+  assert k1["n"] == 2 and k1["std"] == pytest.approx(0.0, abs=1e-12)
   stats = summary["mean_std"]["model"]["cont_l1"]
   assert stats["n"] == 2 and stats["std"] == pytest.approx(0.05)
   assert stats["mean"] == pytest.approx(results["methods"]["model"]["cont_l1"] + 0.05)

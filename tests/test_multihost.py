@@ -11,11 +11,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
-from revgm_jax import distributed
-from revgm_jax.zoo import build, presets
+import gm_folders
 import tiny_run
+from revgm_jax import config_utils, distributed, sharding
+from revgm_jax.zoo import build, presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = os.path.join(REPO, "tests", "multihost_job.py")
@@ -24,10 +26,12 @@ ZOO = {"num_random_gms": 4, "num_trained_gms": 0, "images_per_gm": 4, "real_imag
 _TIMING = {"seconds", "gm_seconds", "last_run_wall_seconds"}
 
 
-def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0):
-  """Runs tests/multihost_job.py as a 2-process job: (exit status, stdout, stderr, seconds)."""
-  cmd = [sys.executable, "-m", "revgm_jax.launch_local", "--processes=2",
-         "--devices_per_process=2", f"--grace_s={grace_s}", "--", JOB, *job_args]
+def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0, processes: int = 2,
+           devices: int = 2):
+  """Runs tests/multihost_job.py as a job of `processes` x `devices`: (exit status, stdout,
+  stderr, seconds)."""
+  cmd = [sys.executable, "-m", "revgm_jax.launch_local", f"--processes={processes}",
+         f"--devices_per_process={devices}", f"--grace_s={grace_s}", "--", JOB, *job_args]
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
   start = time.monotonic()
   with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -44,7 +48,7 @@ def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0):
 def test_half_given_distributed_settings_name_the_missing_fields(monkeypatch):
   for var in distributed.ENV.values():
     monkeypatch.delenv(var, raising=False)
-  cfg = tiny_run.default.get_config().distributed
+  cfg = config_utils.load_config(tiny_run.DEFAULT).distributed
   assert not distributed.initialize(cfg)  # the defaults: a single-process run
   cfg.coordinator_address = "10.0.0.1:1234"
   with pytest.raises(ValueError, match=r"coordinator_address set but not num_processes, "
@@ -104,3 +108,90 @@ def test_processes_build_a_zoo_together_equal_to_one_process_build(tmp_path):
   assert f"[p0] zoo tiny at {shared} is complete (same config): nothing to do" in out
   for i in range(2):  # on a disk of its own, each process also made the other's GMs
     assert _zoo_files(str(tmp_path / f"disk_{i}")) == reference
+
+
+# --- training across processes ----------------------------------------------------------------
+# Two input shards in every run: the global batches, and so the runs, do not depend on how many
+# processes read them. Runs: 1 process x 4 devices (the reference), 2 x 2 killed before step 4
+# (p1 SIGKILLed), that workdir resumed by 1 x 4, and the reference evaluated by 2 x 2.
+
+
+def _job(tmp_path, red116_dir, name, processes, **spec):
+  root = tmp_path / "data"
+  if not (root / "images").is_dir():
+    gm_folders.write_layout(root / "images", tiny_run.GMS, tiny_run.IMAGES_PER_GM)
+  spec = {"root": str(root), "labels": str(red116_dir), "workdir": str(tmp_path / name),
+          "overrides": {"data.input_shards": 2, "data.shards_per_gm": 2, **TRAIN}, **spec}
+  return launch("train", json.dumps(spec), processes=processes, devices=4 // processes,
+                timeout=300)
+
+
+# Adam's first steps are sign-like (m / sqrt(v) = +-1): round-off in a near-zero gradient would
+# flip a whole step. A large eps makes them proportional to the gradient, so the comparison
+# measures the layouts' round-off instead of amplifying it.
+TRAIN = {"eval.figures": False, "optim.eps": 1.0, "optim.lr": 0.01}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, red116_dir):
+  tmp = tmp_path_factory.mktemp("multihost_train")
+  out = {"reference": _job(tmp, red116_dir, "reference", 1),
+         "killed": _job(tmp, red116_dir, "killed", 2, kill_at=4)}
+  out["resumed"] = _job(tmp, red116_dir, "killed", 1)
+  cmd = [sys.executable, "-m", "revgm_jax.launch_local", "--processes=2",
+         "--devices_per_process=2", "--", "eval.py", f"--workdir={tmp / 'reference'}",
+         f"--out_dir={tmp / 'eval_2x2'}"]
+  start = time.monotonic()
+  e = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  out["eval"] = (e.returncode, e.stdout, e.stderr, time.monotonic() - start)
+  return tmp, out
+
+
+def _variables(workdir, step):
+  import jax  # pylint: disable=g-import-not-at-top
+  from revgm_jax import inference  # pylint: disable=g-import-not-at-top
+  loaded = inference.load(os.path.join(workdir, "latest", str(step)),
+                          mesh=sharding.make_mesh(jax.devices()[:1]))
+  return jax.tree.map(np.asarray, loaded.variables)
+
+
+def _assert_close(a, b):
+  """Equal to float32 round-off: an all-reduce across processes sums in another order."""
+  import jax  # pylint: disable=g-import-not-at-top
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.multihost
+def test_killed_process_stops_the_job_and_its_checkpoint_resumes_in_one_process(runs):
+  tmp, out = runs
+  for name in ("reference", "resumed"):
+    status, stdout, stderr, _ = out[name]
+    assert status == 0 and "[p0] train ok" in stdout, stderr
+  status, _, stderr, seconds = out["killed"]
+  assert status == 128 + signal.SIGKILL  # as a shell reports a process killed by SIGKILL
+  assert f"launch_local: p1 failed with exit status {128 + signal.SIGKILL}" in stderr
+  assert seconds < 200  # p0, blocked in a collective, was stopped instead of hanging
+  # 2 processes x 2 devices took the same 2 steps as 1 process x 4 devices ...
+  _assert_close(_variables(tmp / "killed", 2), _variables(tmp / "reference", 2))
+  # ... and resumed from there by 1 process, the run ends where the reference ended.
+  _assert_close(_variables(tmp / "killed", 4), _variables(tmp / "reference", 4))
+  a = json.loads((tmp / "reference" / "results.json").read_text())
+  b = json.loads((tmp / "killed" / "results.json").read_text())
+  for key in ("cont_l1", "net_f1", "loss_f1", "loss"):
+    assert b["val_last"][key] == pytest.approx(a["val_last"][key], rel=1e-4), key
+
+
+@pytest.mark.multihost
+def test_two_processes_evaluate_a_one_process_checkpoint_to_the_same_metrics(runs):
+  tmp, out = runs
+  status, stdout, stderr, _ = out["eval"]
+  assert status == 0, stderr
+  a = json.loads((tmp / "reference" / "report" / "metrics.json").read_text())
+  b = json.loads((tmp / "eval_2x2" / "metrics.json").read_text())
+  assert b["num_images"] == a["num_images"] and b["step"] == a["step"]
+  for method, m in a["methods"].items():
+    for key in ("cont_l1", "net_f1", "loss_f1", "loss_auc"):
+      assert b["methods"][method][key] == pytest.approx(m[key], rel=1e-4, abs=1e-6), (method, key)
+  assert b["k_images"]["model"]["2"]["net_f1"] == pytest.approx(
+      a["k_images"]["model"]["2"]["net_f1"], rel=1e-4)

@@ -17,12 +17,15 @@ from revgm_jax.evaluation import metrics as metrics_lib
 from revgm_jax.labels import Space
 
 # Per-example batch entries that travel with the predictions.
-BATCH_KEYS = ("net", "loss", "loss_group", "gm_row")
+BATCH_KEYS = ("net", "loss", "loss_group", "gm_row", "id")
 
 
 def collect(predict_fn: Callable, variables, batches: Iterable[dict],
             on_batch: Callable[[dict], dict] | None = None) -> tuple[dict, dict]:
-  """(per-example outputs [N, ...] of every real example, summed batch sums).
+  """(per-example outputs [N, ...] of every real example in image-id order, summed batch sums).
+
+  The order is that of the images' ids (when the batches carry them), whatever the number of
+  processes that read the split.
 
   `on_batch` maps each batch's host outputs (real examples only; the batch's `BATCH_KEYS`
   included) to what is kept, e.g. to reduce fingerprints before they pile up.
@@ -39,7 +42,10 @@ def collect(predict_fn: Callable, variables, batches: Iterable[dict],
     outs.append(on_batch(per) if on_batch else per)
   if not sums.get("count"):
     raise ValueError("the evaluated split yielded no image")
-  return jax.tree.map(lambda *a: np.concatenate(a, 0), *outs), sums
+  out = jax.tree.map(lambda *a: np.concatenate(a, 0), *outs)
+  if "id" in out:
+    out = jax.tree.map(lambda a, order=np.argsort(out["id"], kind="stable"): a[order], out)
+  return out, sums
 
 
 def selection_score(m: Mapping) -> float:

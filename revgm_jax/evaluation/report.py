@@ -115,16 +115,29 @@ def results_table(results: Mapping) -> str:
   return "\n".join(lines)
 
 
-def summary_markdown(per_set: Mapping[str, Mapping], combined: Mapping[str, Mapping]) -> str:
-  """Several leave-out sets: one row per (set, method), then mean ± std over the sets."""
+def _mean_std(stats: Mapping) -> str:
+  return "N/A" if stats["mean"] is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+
+
+def summary_markdown(per_set: Mapping[str, Mapping], combined: Mapping[str, Mapping],
+                     k_images: Mapping[str, Mapping] | None = None) -> str:
+  """Several leave-out sets: one row per (set, method), then mean ± std over the sets, and the
+  k-image curve's mean ± std."""
   header = ["test set", "method", *(c for c, _ in COLUMNS)]
   rows = [[name, METHOD_NAMES.get(m, m), *(fmt(r.get(key)) for _, key in COLUMNS)]
           for name, res in per_set.items() for m, r in res["methods"].items()]
   for m, stats in combined.items():
     rows.append([f"mean ± std ({stats['cont_l1']['n']} sets)", METHOD_NAMES.get(m, m),
-                 *("N/A" if stats[key]["mean"] is None else
-                   f"{stats[key]['mean']:.3f} ± {stats[key]['std']:.3f}" for _, key in COLUMNS)])
-  return "\n".join(["# Model parsing over leave-out test sets", ""] + _table(header, rows)) + "\n"
+                 *(_mean_std(stats[key]) for _, key in COLUMNS)])
+  lines = ["# Model parsing over leave-out test sets", "", *_table(header, rows)]
+  if k_images:
+    keys = (("L1 cont. ↓", "cont_l1"), ("F1 net ↑", "net_f1"), ("F1 loss ↑", "loss_f1"),
+            ("AUC loss ↑", "loss_auc"))
+    lines += ["", "## Multi-image parsing, mean ± std over the sets", "",
+              *_table(["method", "k images", *(c for c, _ in keys)],
+                      [[METHOD_NAMES.get(m, m), k, *(_mean_std(s[key]) for _, key in keys)]
+                       for m, curve in k_images.items() for k, s in curve.items()])]
+  return "\n".join(lines) + "\n"
 
 
 def _bar_figure(methods: Mapping[str, Mapping], space: Space, path: str):
@@ -148,7 +161,7 @@ def _bar_figure(methods: Mapping[str, Mapping], space: Space, path: str):
   plt.close(fig)
 
 
-def _k_figure(k_images: Mapping[str, Mapping], path: str):
+def k_figure(k_images: Mapping[str, Mapping], path: str):
   keys = (("cont_l1", "L1 cont. ↓"), ("net_f1", "F1 net ↑"), ("loss_f1", "F1 loss ↑"),
           ("loss_auc", "AUC loss ↑"))
   fig, axes = plt.subplots(1, 4, figsize=(15, 3.5))
@@ -221,7 +234,7 @@ def write_report(out_dir: str, results: Mapping, space: Space, figures: bool = T
     _bar_figure(results["methods"], space, paths[-1])
     if results.get("k_images"):
       paths.append(os.path.join(out_dir, "k_images.png"))
-      _k_figure(results["k_images"], paths[-1])
+      k_figure(results["k_images"], paths[-1])
     paths.append(os.path.join(out_dir, "confusion.png"))
     _confusion_figure(results["confusion"], space, paths[-1])
     if fingerprints:

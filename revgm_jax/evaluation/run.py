@@ -190,17 +190,36 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str, spli
                           which=loaded.which, split=split, out_dir=out_dir)
 
 
+def _combine_k_images(per_set: dict[str, dict]) -> dict:
+  """{method: {k: mean ± std over the sets of that k's metrics}}."""
+  # Keys as in metrics.json (str), whether a result was read back from it or is fresh (int).
+  curves = [{m: {str(k): v for k, v in c.items()} for m, c in res.get("k_images", {}).items()}
+            for res in per_set.values()]
+  methods = dict.fromkeys(m for c in curves for m in c)
+  return {m: {k: metrics.combine({i: c[m][k] for i, c in enumerate(curves)
+                                  if k in c.get(m, {})})
+              for k in sorted({k for c in curves for k in c.get(m, {})}, key=int)}
+          for m in methods}
+
+
 def write_summary(out_dir: str, per_set: dict[str, dict]) -> dict:
   """Combines the results of several leave-out sets (one workdir each): mean ± std per method
-  over the sets that have it; writes summary.json and summary.md into `out_dir`."""
+  and per k of the k-image curve over the sets that have it; writes summary.json, summary.md
+  and the mean k-image curve (summary_k_images.png) into `out_dir`."""
   methods = dict.fromkeys(m for res in per_set.values() for m in res["methods"])
   combined = {m: metrics.combine({s: res["methods"][m] for s, res in per_set.items()
                                   if m in res["methods"]}) for m in methods}
+  k_images = _combine_k_images(per_set)
   os.makedirs(out_dir, exist_ok=True)
   summary = {"sets": {s: {"workdir": r.get("workdir"), "gms": r["gms"], "methods": r["methods"]}
-                      for s, r in per_set.items()}, "mean_std": combined}
+                      for s, r in per_set.items()}, "mean_std": combined,
+             "k_images_mean_std": k_images}
   with open(os.path.join(out_dir, "summary.json"), "w") as f:
     json.dump(summary, f, indent=1)
   with open(os.path.join(out_dir, "summary.md"), "w") as f:
-    f.write(report.summary_markdown(per_set, combined))
+    f.write(report.summary_markdown(per_set, combined, k_images))
+  if k_images:
+    report.k_figure({m: {k: {key: s["mean"] for key, s in stats.items()}
+                         for k, stats in curve.items()} for m, curve in k_images.items()},
+                    os.path.join(out_dir, "summary_k_images.png"))
   return summary
