@@ -10,7 +10,9 @@ revgm_jax/evaluation/run.py).
 Each workdir is evaluated with the config it was trained with (its config.json) unless
 --config is given (then it must describe the same model and data); --config.<field>=<value>
 overrides fields of that file as in train.py. The report (metrics.json, report.md, figures)
-goes to WORKDIR/report unless --out_dir is given (one workdir only).
+goes to WORKDIR/report unless --out_dir is given (one workdir only). The console shows each
+report's table; log lines go to WORKDIR/eval.INFO of the first workdir (warnings also to
+stderr; --alsologtostderr brings everything back to the terminal).
 
 Exit status: 0 done; 1 bad flags; 2 a checkpoint that does not restore (each failed step named;
 the newest intact step of the manager is used when there is one) or a --config of another run.
@@ -20,9 +22,11 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up lines
 
-from revgm_jax import cli_flags
+from absl import app, flags, logging  # noqa: E402
+
+from revgm_jax import cli_flags  # noqa: E402
 
 _CONFIG = cli_flags.define_config_file(
     "config", None, "Config file (default: each workdir's config.json).", lock_config=True)
@@ -54,7 +58,7 @@ def main(argv):
   tf.config.set_visible_devices([], "GPU")  # TF only reads data here (docs/jax_notes.md#tensorflow-off-the-gpu)
   from revgm_jax import checkpointing, distributed  # pylint: disable=g-import-not-at-top
   from revgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
+  from revgm_jax.evaluation import report, run  # pylint: disable=g-import-not-at-top
 
   # A multi-process evaluation joins its job from --config's distributed fields or from the
   # environment launch_local sets (not from a workdir's config: its job has ended).
@@ -64,10 +68,12 @@ def main(argv):
     if not workdir_lib.is_workdir(workdir):
       raise app.UsageError(f"--workdir {workdir} is not a training workdir (no "
                            f"{workdir_lib.CONFIG_FILE})")
+  logging.get_absl_handler().use_absl_log_file("eval", workdirs[0])
+  print(f"log: {os.path.join(workdirs[0], 'eval.INFO')}", flush=True)
   per_set = {}
   for workdir in workdirs:
     if _SUMMARY_ONLY.value:
-      path = os.path.join(workdir_lib.report_dir(workdir), "metrics.json")
+      path = workdir_lib.metrics_path(workdir)
       if not os.path.exists(path):
         raise app.UsageError(f"--summary_only: {path} does not exist; evaluate {workdir} first")
       with open(path) as f:
@@ -83,7 +89,10 @@ def main(argv):
         sys.stderr.write(f"eval.py: {e}\n")
         sys.exit(2)
       out = _OUT_DIR.value or workdir_lib.report_dir(workdir)
-      print(f"{workdir}: report in {out}", flush=True)
+      print("\n".join([f"{workdir}: {results['name']}, report in {out}", "",
+                       *report.headline_table(results["methods"]), ""]), flush=True)
+      if results.get("calibration"):
+        print("\n".join([*report.calibration_table(results["calibration"]), ""]), flush=True)
     name = results["name"]
     per_set[name if name not in per_set else f"{name} ({os.path.basename(workdir)})"] = results
   if len(workdirs) > 1:
@@ -93,4 +102,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.FLAGS.set_default("stderrthreshold", "warning")
   app.run(main, flags_parser=cli_flags.parse_flags)

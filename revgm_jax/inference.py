@@ -4,24 +4,26 @@ A checkpoint path is a training workdir, one of its managers or one step of them
 (`revgm_jax.workdir.resolve_checkpoint`). Everything besides the weights — config, label space,
 raw ranges of the continuous columns — comes from the files the trainer writes beside them.
 
-Image files are preprocessed exactly as the evaluation split of training: decoded to 8-bit RGB
-(`data.images.read_image`), then `input_pipeline.Preprocess` (the whole image resized bilinearly,
-antialiased, to config.image_size square, aspect ratio not kept, or a central crop of that size
-when the run trained on random crops; normalised with config.data.mean/std).
+Image files are preprocessed as the evaluation split of training: decoded to 8-bit RGB
+(`data.images.read_image`), then what `input_pipeline.preprocess` does (the whole image resized
+bilinearly, antialiased, to config.image_size square, aspect ratio not kept, or a central crop of
+that size when the run trained on random crops; normalised with config.data.mean/std). Here the
+resize is NumPy with JAX's antialiased weights (tested equal to TensorFlow's to 1e-5), so that
+`revgm parse` starts without importing TensorFlow.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
-from revgm_jax import checkpointing, input_pipeline, labels, sharding, steps
+from revgm_jax import checkpointing, labels, sharding, steps
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.data import images as images_lib
 from revgm_jax.models import model as model_lib
@@ -95,7 +97,10 @@ def predict(loaded: Loaded, images: np.ndarray, batch_size: int = 64,
   outs = []
   for start in range(0, len(images), batch_size):
     chunk = images[start:start + batch_size].astype(np.float32)
-    pad = -len(chunk) % n_dev
+    # Padded to a power of two (at most batch_size) that the devices divide: few shapes, so
+    # few compilations.
+    rows = min(batch_size, 1 << (len(chunk) - 1).bit_length())
+    pad = -(-rows // n_dev) * n_dev - len(chunk)
     mask = np.arange(len(chunk) + pad) < len(chunk)
     x = np.concatenate([chunk, np.zeros((pad, *chunk.shape[1:]), chunk.dtype)]) if pad else chunk
     out, _ = predict_fn(loaded.variables,
@@ -104,14 +109,32 @@ def predict(loaded: Loaded, images: np.ndarray, batch_size: int = 64,
   return jax.tree.map(lambda *a: np.concatenate(a, 0), *outs)
 
 
+@functools.lru_cache(maxsize=64)
+def _resize_weights(n: int, size: int) -> np.ndarray:
+  """[size, n]: the antialiased bilinear resize of a length-n axis as a matrix."""
+  return np.asarray(jax.image.resize(jnp.eye(n, dtype=jnp.float32), (size, n), "linear",
+                                     antialias=True))
+
+
+def preprocess(image: np.ndarray, config: ml_collections.ConfigDict) -> np.ndarray:
+  """uint8 [H, W, 3] -> float32 [S, S, 3], as `input_pipeline.preprocess` on the eval split."""
+  size = config.image_size
+  if config.data.random_crop:
+    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    out = image[top:top + size, left:left + size].astype(np.float32)
+  else:
+    rows = np.tensordot(_resize_weights(image.shape[0], size), image.astype(np.float32), 1)
+    out = np.einsum("jw,iwc->ijc", _resize_weights(image.shape[1], size), rows)
+  return ((out / 255.0 - config.data.mean) / config.data.std).astype(np.float32)
+
+
 def load_images(paths: Iterable[str], config: ml_collections.ConfigDict
                 ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
   """Reads and preprocesses image files as training does (module docstring).
 
   Returns (images [N, S, S, 3] float32, the N paths used, [(path, reason)] of skipped files).
   """
-  prep = input_pipeline.Preprocess.from_config(config)
-  size = prep.image_size
+  size = config.image_size
   out, used, skipped = [], [], []
   for path in paths:
     try:
@@ -124,7 +147,7 @@ def load_images(paths: Iterable[str], config: ml_collections.ConfigDict
       skipped.append((path, f"image {path} is {image.shape[1]} x {image.shape[0]}, smaller than "
                             f"the {size} x {size} crop this model was trained on"))
       continue
-    out.append(prep(tf.constant(image)).numpy())
+    out.append(preprocess(image, config))
     used.append(path)
   images = np.stack(out) if out else np.zeros((0, size, size, 3), np.float32)
   return images, used, skipped

@@ -2,6 +2,8 @@ r"""`revgm parse`: the hyperparameters of the generator that made a set of image
 
   revgm parse --checkpoint WORKDIR IMAGE_OR_FOLDER...          # a table on stdout
   revgm parse --checkpoint WORKDIR/checkpoints/1500 imgs/ --json
+  revgm parse --checkpoint WORKDIR --each CASES/ --json        # one generator per subfolder
+  revgm parse --checkpoint WORKDIR imgs/ --report parse.html    # + a one-page visual report
   python -m revgm_jax.parse --checkpoint WORKDIR a.png b.png   # the same, without `revgm`
 
 The images are assumed to come from ONE generator: the per-image outputs are averaged
@@ -12,13 +14,21 @@ whatever its extension. Each image is preprocessed as in training (`revgm_jax.in
 whole image resized bilinearly to the model's config.image_size square (a large image is
 therefore downscaled, aspect ratio not kept), then normalised. Continuous values are printed in
 the units of the training labels (via the raw ranges saved in the workdir; normalised values
-only if the run had none).
+only if the run had none); a column whose training labels are all integers (a count) as an
+integer with the 10th-90th percentile over the images. Probabilities are temperature-scaled
+with the workdir's calibration (fitted on the validation GMs); beside every head stands its
+held-out score from the workdir's evaluation report, with the baselines' (`parse_result.py`).
+
+--each DIR...: every subfolder of DIR is parsed as its own generator with one model load; the
+text blocks, or one JSON document per line (JSON Lines), come in the folders' sorted order; an
+empty subfolder gives a document with num_images 0 and an "error". Compiled programs are kept
+in the persistent JAX cache under the user's cache folder, so a second call starts fast.
 
 Flags (absl, as train.py; `--help` lists them) and image paths may come in any order.
-Exit status: 0 parsed; 1 no readable image (each skipped file is listed with the reason);
-2 bad arguments or checkpoint; 3 the result cannot be written (stdout on a full disk). With
---json, a failure after the flags still prints one JSON object: {"error", "exit_status", ...}.
-A checkpoint step that fails to restore is named on stderr and the manager's previous step used.
+Exit status: 0 parsed; 1 no readable image (with --each: in no subfolder; each skipped file is
+listed with the reason); 2 bad arguments or checkpoint; 3 the result cannot be written (stdout on
+a full disk). With --json, a failure after the flags still prints a JSON document with its
+"error". A checkpoint step that fails to restore is named on stderr and the previous step used.
 """
 
 from __future__ import annotations
@@ -34,9 +44,8 @@ from absl import flags, logging  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from revgm_jax import cli_flags, inference  # noqa: E402
+from revgm_jax import cli_flags, config_utils, inference, parse_result  # noqa: E402
 from revgm_jax.data import images as images_lib  # noqa: E402
-from revgm_jax.labels import NUM_CONTINUOUS  # noqa: E402
 
 
 def collect_files(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -60,110 +69,121 @@ def collect_files(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
   return files, skipped
 
 
-def summarize(loaded: inference.Loaded, pred: dict) -> dict:
-  """Per-image predictions [N, ...] -> their mean, with names, classes and raw units."""
-  space, gt = loaded.space, loaded.gt
-  mean = jax.tree.map(lambda a: np.asarray(a).mean(0), pred)
-  cont = mean["cont"]
-  raw = gt.denormalize(cont) if gt.cont_min is not None else [None] * NUM_CONTINUOUS
-  out = {"continuous": [], "discrete": [], "loss_types": [], "loss_groups": []}
-  for i, name in enumerate(space.continuous_names):
-    out["continuous"].append({
-        "name": name, "value": None if raw[i] is None else float(raw[i]),
-        "normalized": float(cont[i]),
-        "range": None if gt.cont_min is None else [float(gt.cont_min[i]), float(gt.cont_max[i])]})
-  for j, name in enumerate(space.discrete_names):
-    p = mean["disc"][j]
-    out["discrete"].append({"name": name, "prediction": space.class_names[j][int(p.argmax())],
-                            "probability": float(p.max()),
-                            "probabilities": dict(zip(space.class_names[j], map(float, p)))})
-  for i, name in enumerate(space.loss_names):
-    p = float(mean["loss"][i])
-    out["loss_types"].append({"name": name, "group": space.group_names[space.group_of_loss[i]],
-                              "probability": p, "predicted": p > 0.5})
-  for g, name in enumerate(space.group_names):
-    p = float(mean["group"][g])
-    out["loss_groups"].append({"name": name, "probability": p, "predicted": p > 0.5})
-  return out
-
-
-def format_text(result: dict) -> str:
-  ck = result["checkpoint"]
-  lines = [f"Parsed {result['num_images']} image(s) as one generator "
-           f"(mean of {result['aggregate']}), checkpoint {ck['workdir']} ({ck['which']}, "
-           f"step {ck['step']}), space {result['space']}.", "", "Architecture, continuous:"]
-  for c in result["continuous"]:
-    value = "" if c["value"] is None else f"{c['value']:14.4g}"
-    lines.append(f"  {c['name']:24s}{value}  (normalised {c['normalized']:.3f})")
-  lines += ["", "Architecture, discrete (probability):"]
-  for d in result["discrete"]:
-    others = ", ".join(f"{k} {v:.2f}" for k, v in d["probabilities"].items())
-    lines.append(f"  {d['name']:24s}{d['prediction']:>14s} {d['probability']:.2f}   [{others}]")
-  lines += ["", "Loss types (P(yes), gated by the group):"]
-  for t in result["loss_types"]:
-    lines.append(f"  {t['name']:28s}{t['probability']:.2f}  {'yes' if t['predicted'] else 'no'}"
-                 f"   ({t['group']})")
-  lines += ["", "Loss groups (P(yes)):"]
-  for g in result["loss_groups"]:
-    lines.append(f"  {g['name']:28s}{g['probability']:.2f}  {'yes' if g['predicted'] else 'no'}")
-  return "\n".join(lines)
-
-
 DESCRIPTION = __doc__.split("\n\n")[0].strip()
-USAGE = "usage: {prog} --checkpoint PATH IMAGE_OR_FOLDER... [--json] [--aggregate fingerprint]"
+USAGE = ("usage: {prog} --checkpoint PATH IMAGE_OR_FOLDER... [--json] [--aggregate fingerprint] "
+         "[--each] [--report OUT.html]")
+
+
+def use_compilation_cache() -> None:
+  """JAX's persistent compilation cache in the user's cache folder (unless one is set)."""
+  if jax.config.jax_compilation_cache_dir is None:
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.join(config_utils.cache_root(), "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def parse_set(loaded, predict_fn, files: list[str], skipped: list, args, context: dict,
+              temperatures: dict | None, metrics: dict | None) -> tuple[dict, dict | None]:
+  """(the JSON document of one set of image files, the arrays of its visual report or None);
+  context: the document's fields shared by every set."""
+  images, used, unreadable = inference.load_images(files, loaded.config)
+  skipped = skipped + unreadable
+  doc = {**context, "num_images": len(used), "images": used,
+         "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+  if not used:
+    doc["error"] = f"no readable image among {len(files)} file(s) ({len(skipped)} skipped)"
+    return doc, None
+  out = inference.predict(loaded, images, args.batch_size, predict_fn)
+  pred = out["pred"]
+  if args.aggregate == "fingerprint":
+    mean_f = jax.device_put(out["fingerprint"].mean(0, keepdims=True))
+    pred = jax.tree.map(np.asarray, inference.make_parse_fingerprint_fn(loaded)(
+        loaded.variables, mean_f))
+  doc.update(parse_result.summarize(loaded, pred, out["pred"]["cont"], temperatures, metrics))
+  arrays = {"images": images * loaded.config.data.std + loaded.config.data.mean,
+            "fingerprints": out["fingerprint"], "spectrum": out["spectrum"].mean(0)}
+  return doc, arrays
+
+
+def _sets(args) -> tuple[list[tuple[str | None, list[str], list]], list]:
+  """[(folder or None, files, skipped)] to parse, and [(path, reason)] of unusable arguments."""
+  if not args.each:
+    files, skipped = collect_files(args.images)
+    return [(None, files, skipped)], []
+  sets, bad = [], []
+  for root in args.images:
+    if not os.path.isdir(root):
+      bad.append((root, "not a folder (--each reads the subfolders of folders)"))
+      continue
+    for name in sorted(os.listdir(root)):
+      if os.path.isdir(os.path.join(root, name)):
+        sets.append((os.path.join(root, name), *collect_files([os.path.join(root, name)])))
+  return sets, bad
 
 
 def run(args: types.SimpleNamespace) -> int:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
   logging.set_verbosity(logging.ERROR)
+  use_compilation_cache()
   try:
     loaded = inference.load(args.checkpoint)
   except (FileNotFoundError, ValueError) as e:
     return _fail(args, 2, f"cannot load checkpoint: {e}")
   for problem in loaded.skipped:
     print(f"warning: checkpoint {problem}; used step {loaded.step}", file=sys.stderr)
-  files, skipped = collect_files(args.images)
-  images, used, unreadable = inference.load_images(files, loaded.config)
-  skipped += unreadable
-  for path, reason in skipped:
+  sets, bad = _sets(args)
+  for path, reason in bad:
     print(f"skipped {path}: {reason}", file=sys.stderr)
-  if not used:
-    return _fail(args, 1, f"no readable image among {len(files)} file(s) ({len(skipped)} "
-                 "skipped)", skipped=[{"path": p, "reason": r} for p, r in skipped])
-  out = inference.predict(loaded, images, args.batch_size)
-  pred = out["pred"]
-  if args.aggregate == "fingerprint":
-    mean_f = jax.device_put(out["fingerprint"].mean(0, keepdims=True))
-    pred = jax.tree.map(np.asarray, inference.make_parse_fingerprint_fn(loaded)(
-        loaded.variables, mean_f))
-  result = {"checkpoint": {"workdir": loaded.workdir, "which": loaded.which, "step": loaded.step,
-                          "skipped_steps": list(loaded.skipped)},
-            "space": loaded.space.name, "aggregate": args.aggregate, "num_images": len(used),
-            "images": used, "skipped": [{"path": p, "reason": r} for p, r in skipped],
-            **summarize(loaded, pred)}
-  return _write(json.dumps(result, indent=1) if args.json else format_text(result))
+  if not sets:
+    return _fail(args, 1, "--each found no subfolder to parse")
+  temperatures, note = parse_result.load_calibration(loaded)
+  metrics, source = parse_result.reliability_source(loaded.workdir)
+  context = {"checkpoint": {"workdir": loaded.workdir, "which": loaded.which,
+                            "step": loaded.step, "skipped_steps": list(loaded.skipped)},
+             "space": loaded.space.name, "aggregate": args.aggregate,
+             "calibration": {"applied": temperatures is not None, "note": note},
+             "reliability_source": source}
+  predict_fn = inference.make_predict_fn(loaded)
+  parsed = 0
+  for n, (folder, files, skipped) in enumerate(sets):
+    doc, arrays = parse_set(loaded, predict_fn, files, skipped, args,
+                            {**context, "folder": folder}, temperatures, metrics)
+    for skip in doc["skipped"]:
+      print(f"skipped {skip['path']}: {skip['reason']}", file=sys.stderr)
+    if "error" in doc:
+      print(f"revgm parse: {folder + ': ' if folder else ''}{doc['error']}", file=sys.stderr)
+      if args.json and _write(json.dumps(doc) if args.each else json.dumps(doc, indent=1)):
+        return 3
+      continue
+    parsed += 1
+    if args.report:
+      from revgm_jax import parse_html  # pylint: disable=g-import-not-at-top
+      path = (os.path.join(args.report, os.path.basename(folder) + ".html") if args.each
+              else args.report)
+      doc["report"] = os.path.abspath(parse_html.write(path, doc, arrays))
+    text = ((json.dumps(doc) if args.each else json.dumps(doc, indent=1)) if args.json
+            else ("\n" if n else "") + parse_result.format_text(doc))
+    if _write(text):
+      return 3
+  return 0 if parsed else 1
 
 
-def _fail(args: types.SimpleNamespace, status: int, message: str, **details) -> int:
-  """One line on stderr; with --json also the error as a JSON object on stdout."""
+def _fail(args: types.SimpleNamespace, status: int, message: str) -> int:
+  """One line on stderr; with --json also {"error", "exit_status"} on stdout."""
   print(f"revgm parse: {message}", file=sys.stderr)
-  if args.json:
-    return _write(json.dumps({"error": message, "exit_status": status, **details}, indent=1),
-                  status)
+  if args.json and _write(json.dumps({"error": message, "exit_status": status}, indent=1)):
+    return 3
   return status
 
 
-def _write(text: str, status: int = 0) -> int:
-  """Prints `text` on stdout; a failed write (full disk, closed pipe) is named, exit status 3."""
+def _write(text: str) -> int:
+  """Prints `text` on stdout: 0, or 3 after naming a failed write (full disk, closed pipe)."""
   try:
-    print(text)
-    sys.stdout.flush()
+    print(text, flush=True)
   except OSError as e:
     print(f"revgm parse: cannot write the result to stdout: {e.strerror or e}", file=sys.stderr)
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd failure at exit
     return 3
-  return status
+  return 0
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse") -> int:
@@ -174,6 +194,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse")
   flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.", flag_values=fv)
   flags.DEFINE_enum("aggregate", "outputs", ["outputs", "fingerprint"], "Average the per-image "
                     "outputs (default) or the fingerprints.", flag_values=fv)
+  flags.DEFINE_bool("each", False, "Parse every subfolder of the given folders as its own "
+                    "generator (one model load; JSON Lines with --json).", flag_values=fv)
+  flags.DEFINE_string("report", None, "Write a one-page HTML report (mean fingerprint, "
+                      "spectrum, inputs, the parse with its reliability) to this file; with "
+                      "--each, into this folder, one file per subfolder.", flag_values=fv)
   flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1,
                        flag_values=fv)
   usage = USAGE.format(prog=prog)

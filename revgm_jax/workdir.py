@@ -7,6 +7,7 @@
   WORKDIR/best/<step>/        orbax: the step that scored best on the validation GMs ("best")
   WORKDIR/results.json        what `train_and_evaluate` returned
   WORKDIR/report/             the evaluation report (metrics.json, report.md, figures)
+  WORKDIR/calibration.json    temperatures of the probability heads for the reported step
   WORKDIR/lock                pid and host of the run writing the workdir (`workdir_lock`)
   WORKDIR/corrupt/            checkpoint steps that failed to restore, moved aside
 
@@ -34,6 +35,8 @@ BEST = "best"
 MANAGERS = (BEST, LATEST)
 RESULTS_FILE = "results.json"
 REPORT_DIR = "report"
+METRICS_FILE = "metrics.json"  # in REPORT_DIR
+CALIBRATION_FILE = "calibration.json"
 LOCK_FILE = "lock"
 CORRUPT_DIR = "corrupt"
 EVENTS_GLOB = "events.out.tfevents.*"
@@ -58,6 +61,27 @@ def report_dir(workdir: str) -> str:
   return os.path.join(workdir, REPORT_DIR)
 
 
+def metrics_path(workdir: str) -> str:
+  return os.path.join(report_dir(workdir), METRICS_FILE)
+
+
+def calibration_path(workdir: str) -> str:
+  return os.path.join(workdir, CALIBRATION_FILE)
+
+
+def write_json(path: str, obj) -> None:
+  with open(path, "w") as f:
+    json.dump(obj, f, indent=1)
+
+
+def read_json(path: str) -> dict | None:
+  """A JSON file of the workdir, or None if it does not exist (an older run)."""
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def is_workdir(path: str) -> bool:
   return os.path.isfile(os.path.join(path, CONFIG_FILE))
 
@@ -77,8 +101,7 @@ def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: labels.G
 
 
 def write_results(workdir: str, results: dict) -> None:
-  with open(results_path(workdir), "w") as f:
-    json.dump(results, f, indent=1)
+  write_json(results_path(workdir), results)
 
 
 # Fields that make a run what it is: its data, split (the seed draws the validation GMs and the
@@ -125,6 +148,7 @@ def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
 def clear(workdir: str) -> None:
   """Deletes the run a workdir holds (train.py --overwrite): metadata, checkpoints, results."""
   names = (CONFIG_FILE, LABELS_FILE, LABELS_DIR, LATEST, BEST, RESULTS_FILE, REPORT_DIR,
+           CALIBRATION_FILE,
            CORRUPT_DIR)
   for path in [os.path.join(workdir, n) for n in names] + glob.glob(
       os.path.join(workdir, EVENTS_GLOB)):

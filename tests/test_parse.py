@@ -1,7 +1,9 @@
-"""`revgm parse` end to end on a tiny trained workdir: output, JSON, bad files, exit codes."""
+"""`revgm parse` end to end on a tiny trained workdir: output, JSON, bad files, exit codes,
+calibration, reliability, --each and the visual report."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -12,8 +14,9 @@ import pytest
 import tensorflow as tf
 
 import tiny_run
-from revgm_jax import cli, inference, parse
+from revgm_jax import cli, inference, input_pipeline, parse
 from revgm_jax import workdir as workdir_lib
+from revgm_jax.evaluation import calibration
 from revgm_jax.labels import RED116
 
 
@@ -73,6 +76,31 @@ def test_parse_json_schema_and_skipped_files(tiny, folder, capsys):
   for t in res["loss_types"] + res["loss_groups"]:
     assert 0 <= t["probability"] <= 1 and t["predicted"] == (t["probability"] > 0.5)
   assert [g["name"] for g in res["loss_groups"]] == list(RED116.group_names)
+  # docs/parse.md: every documented field, reliability from the workdir's report, calibration.
+  assert set(res) == {"checkpoint", "space", "aggregate", "folder", "num_images", "images",
+                      "skipped", "calibration", "reliability_source", "continuous", "discrete",
+                      "gating", "loss_groups", "loss_types"}
+  with open(os.path.join(tiny_run.REPO, "docs", "parse.md")) as f:
+    documented = f.read()
+  assert all(f"`{key}`" in documented for key in (*res, "error", "report"))
+  assert res["folder"] is None and res["calibration"]["applied"]
+  assert res["reliability_source"] == workdir_lib.metrics_path(workdir)
+  metrics = workdir_lib.read_json(workdir_lib.metrics_path(workdir))["methods"]
+  for d in res["discrete"]:
+    rel = d["reliability"]
+    assert rel["measured"] and rel["metric"] == "macro-F1"
+    assert rel["score"] == metrics["model"][f"net_f1/{d['name']}"]
+    assert rel["baselines"]["mean / majority"] == metrics["majority"][f"net_f1/{d['name']}"]
+    assert rel["better_than_baselines"] == all(rel["score"] > b for b in rel["baselines"].values())
+    assert ("NOT better than a baseline" in rel["text"]) != rel["better_than_baselines"]
+  for c in res["continuous"]:
+    assert c["reliability"]["metric"] == "L1 (normalised)" and len(c["interval"]) == 2
+    if c["integer"]:
+      assert all(isinstance(v, int) for v in (c["rounded"], *c["interval"]))
+  for g in res["loss_groups"]:
+    assert [t["name"] for t in g["loss_types"]] == [
+        t["name"] for t in res["loss_types"] if t["group"] == g["name"]]
+    assert all(t["probability"] <= g["probability"] + 1e-9 for t in g["loss_types"])
 
 
 def test_parse_is_the_mean_of_per_image_predictions(tiny, folder, capsys):
@@ -81,7 +109,9 @@ def test_parse_is_the_mean_of_per_image_predictions(tiny, folder, capsys):
   loaded = inference.load(workdir)
   images, used, _ = inference.load_images(sorted(res["images"]), loaded.config)
   assert used == sorted(res["images"])
-  pred = inference.predict(loaded, images)["pred"]
+  temps = workdir_lib.read_json(workdir_lib.calibration_path(workdir))["temperatures"]
+  pred = calibration.apply(inference.predict(loaded, images)["pred"], temps,
+                           loaded.space.group_of_loss)
   np.testing.assert_allclose([c["normalized"] for c in res["continuous"]],
                              pred["cont"].mean(0), atol=1e-6)
   np.testing.assert_allclose(list(res["discrete"][0]["probabilities"].values()),
@@ -100,6 +130,7 @@ def test_parse_text_output_and_checkpoint_paths(tiny, folder, capsys):
                    str(folder)]) == 0
   out = capsys.readouterr().out
   assert "Parsed 5 image(s) as one generator" in out and f"(latest, step {step})" in out
+  assert "Loss groups, and the loss types within them" in out and "held-out" in out
   for name in ("num_params", "normalization_type", "cross_entropy", "classification"):
     assert name in out
   assert workdir_lib.resolve_checkpoint(workdir) == (workdir, "best", None)
@@ -122,16 +153,26 @@ def test_no_readable_image_is_exit_1_and_bad_checkpoint_exit_2(tiny, tmp_path, c
   assert "does not exist" in capsys.readouterr().err
 
 
-def test_large_image_is_resized_like_training(tiny, tmp_path):
+def test_images_of_any_size_are_preprocessed_like_training(tiny, tmp_path):
+  """The parse path's NumPy resize (and central crop) against the TensorFlow input pipeline."""
   _, config = tiny
   rng = np.random.default_rng(0)
   big = rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)
+  small = rng.integers(0, 256, (9, 13, 3), dtype=np.uint8)
   Image.fromarray(big).save(tmp_path / "big.png")
-  images, used, skipped = inference.load_images([str(tmp_path / "big.png")], config)
-  assert images.shape == (1, 16, 16, 3) and not skipped
-  want = tf.image.resize(big, [16, 16], method="bilinear", antialias=True).numpy()
-  np.testing.assert_allclose(images[0], (want / 255 - config.data.mean) / config.data.std,
-                             atol=1e-5)
+  Image.fromarray(small).save(tmp_path / "small.bmp")
+  images, used, skipped = inference.load_images(
+      [str(tmp_path / "big.png"), str(tmp_path / "small.bmp")], config)
+  assert images.shape == (2, 16, 16, 3) and not skipped
+  for got, src in zip(images, (big, small)):
+    want = input_pipeline.preprocess(tf.constant(src), 16, False, config.data.mean,
+                                     config.data.std).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+  crop = config.copy_and_resolve_references()
+  crop.data.random_crop = True
+  want = input_pipeline.preprocess(tf.constant(big), 16, True, config.data.mean,
+                                   config.data.std).numpy()
+  np.testing.assert_allclose(inference.preprocess(big, crop), want, atol=1e-6)
 
 
 def test_console_script(tiny, folder):
@@ -146,3 +187,58 @@ def test_console_script(tiny, folder):
                         capture_output=True, text=True, cwd=tiny_run.REPO, timeout=300)
   assert proc.returncode == 1 and proc.stdout == ""
   assert "cannot be decoded" in proc.stderr and "no readable image" in proc.stderr
+
+
+def _copy_images(src_gm: str, config, dst, n: int):
+  dst.mkdir(parents=True)
+  src = os.path.join(config.data.image_dir, src_gm)
+  for name in sorted(os.listdir(src))[:n]:
+    shutil.copy(os.path.join(src, name), dst / name)
+
+
+def test_each_gives_the_answers_of_one_call_per_folder(tiny, tmp_path, capsys):
+  workdir, config = tiny
+  _copy_images("STARGAN", config, tmp_path / "cases" / "a", 3)
+  _copy_images("BIGGAN_128", config, tmp_path / "cases" / "b", 1)  # a folder of one image
+  Image.fromarray(np.full((40, 24, 3), 128, np.uint8)).save(tmp_path / "cases" / "a" / "z.jpg")
+  (tmp_path / "cases" / "empty").mkdir()
+  assert parse.main(["--checkpoint", workdir, "--each", str(tmp_path / "cases"), "--json"]) == 0
+  out = capsys.readouterr()
+  docs = [json.loads(line) for line in out.out.splitlines()]
+  assert [os.path.basename(d["folder"]) for d in docs] == ["a", "b", "empty"]
+  assert [d["num_images"] for d in docs] == [4, 1, 0]  # sizes and formats mixed in "a"
+  assert docs[2]["num_images"] == 0 and "no readable image" in docs[2]["error"]
+  assert "empty: no readable image" in out.err
+  for doc in docs[:2]:
+    rc, single, _ = _json(capsys, ["--checkpoint", workdir, doc["folder"], "--json"])
+    assert rc == 0
+    single["folder"] = doc["folder"]
+    assert json.dumps(doc, sort_keys=True) == json.dumps(single, sort_keys=True)
+  assert parse.main(["--checkpoint", workdir, "--each", str(tmp_path / "cases" / "empty")]) == 1
+
+
+def test_older_workdir_without_report_says_not_measured(tiny, folder, tmp_path, capsys):
+  workdir, _ = tiny
+  old = tmp_path / "old_run"
+  shutil.copytree(workdir, old)
+  shutil.rmtree(workdir_lib.report_dir(str(old)))
+  os.remove(workdir_lib.calibration_path(str(old)))
+  rc, res, _ = _json(capsys, ["--checkpoint", str(old), str(folder), "--json"])
+  assert rc == 0 and res["reliability_source"] is None and not res["calibration"]["applied"]
+  for entry in res["continuous"] + res["discrete"] + res["loss_types"] + res["loss_groups"]:
+    assert entry["reliability"] == {"measured": False, "text": "not measured"}
+  assert parse.main(["--checkpoint", str(old), str(folder)]) == 0
+  assert "not measured" in capsys.readouterr().out
+
+
+def test_report_file_holds_the_figures_and_the_table(tiny, folder, tmp_path, capsys):
+  workdir, _ = tiny
+  out = tmp_path / "r" / "parse.html"
+  rc, res, _ = _json(capsys, ["--checkpoint", workdir, str(folder), "--json",
+                              "--report", str(out)])
+  assert rc == 0 and res["report"] == str(out)
+  page = out.read_text()
+  assert page.count("src='data:image/png;base64,") == 2
+  assert "mean fingerprint" in page and "held-out" in page
+  for d in res["discrete"]:
+    assert d["name"] in page

@@ -5,7 +5,9 @@
    "gms": test GM names, "num_images": int,
    "methods": {method: metrics.parsing_metrics dict}   (model, random_gt, majority, retrieval),
    "k_images": {method: {k: metrics dict}},            (docs/protocol.md#k-image-evaluation)
-   "confusion": 6 x [k, k] lists (the model's discrete heads, k = 1)}
+   "confusion": 6 x [k, k] lists (the model's discrete heads, k = 1),
+   "calibration": `calibration.py`'s dict (temperatures fitted on the validation GMs, ECE
+                  before/after per head family), or None without validation GMs}
 Figures need arrays that do not belong in JSON; `fingerprints` maps a GM name to
 {"image": [H, W, 3] in [0, 1], "fingerprint": [H, W, 3], "spectrum": [H, W] mean |FFT|}.
 """
@@ -83,6 +85,20 @@ def k_table(k_images: Mapping[str, Mapping]) -> list[str]:
                  "AUC loss ↑"], rows)
 
 
+FAMILY_NAMES = {"disc": "discrete architecture", "group": "loss groups",
+                "loss": "loss types (gated)"}
+
+
+def calibration_table(calib: Mapping) -> list[str]:
+  """ECE per head family before / after temperature scaling, on every split measured."""
+  splits = list(calib["ece"])
+  header = ["head family", *(f"ECE {s} {w}" for s in splits for w in ("before", "after"))]
+  return _table(header, [[FAMILY_NAMES.get(fam, fam),
+                          *(fmt(calib["ece"][s][w][fam]) for s in splits
+                            for w in ("before", "after"))]
+                         for fam in calib["ece"][splits[0]]["before"]])
+
+
 def markdown(results: Mapping, space: Space) -> str:
   lines = [f"# Model parsing: {results['name']}", "",
            f"Split `{results['split']}`: {len(results['gms'])} GMs never seen in training "
@@ -91,6 +107,13 @@ def markdown(results: Mapping, space: Space) -> str:
            "macro-F1; AUC is N/A where a loss type has one class only among the test GMs, and "
            "its mean is over the defined ones.", ""]
   lines += headline_table(results["methods"])
+  if results.get("calibration"):
+    lines += ["", "## Calibration", "",
+              "One temperature per head family, fitted on the "
+              f"{results['calibration']['num_images']} images of the validation GMs "
+              "(`revgm parse` applies it); top-label ECE, 10 bins, mean over the heads of a "
+              "family. Accuracy, F1 and AUC do not change.", ""]
+    lines += calibration_table(results["calibration"])
   lines += ["", "## Per hyperparameter", ""] + per_head_tables(results["methods"], space)
   if results.get("k_images"):
     lines += ["", "## Multi-image parsing (mean of k images of one GM, disjoint groups)", ""]

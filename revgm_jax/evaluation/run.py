@@ -24,7 +24,7 @@ import numpy as np
 
 from revgm_jax import inference, input_pipeline, sharding, steps
 from revgm_jax import workdir as workdir_lib
-from revgm_jax.evaluation import aggregate, baselines, evaluator, metrics, report
+from revgm_jax.evaluation import aggregate, baselines, calibration, evaluator, metrics, report
 from revgm_jax.models import model as model_lib
 
 
@@ -91,6 +91,19 @@ def _fingerprint_curve(parse_fn, variables, fingerprints, target, rows, ks, seed
   return out
 
 
+def _fit_calibration(predict_fn, variables, data: input_pipeline.Datasets) -> dict | None:
+  """Temperatures of the probability heads fitted on the validation GMs (`calibration.py`)."""
+  if not data.split.get("val"):
+    return None
+  drop = lambda per: {k: v for k, v in per.items() if k not in ("fingerprint", "spectrum")}
+  per, _ = evaluator.collect(predict_fn, variables, data.eval_iter("val"), on_batch=drop)
+  target = {k: per[k] for k in ("net", "loss", "loss_group")}
+  temps = calibration.fit(per["pred"], target)
+  return {"temperatures": temps, "fitted_on": "val", "num_images": len(per["gm_row"]),
+          "ece": {"val": calibration.before_after(per["pred"], target, temps,
+                                                  data.gt.space.group_of_loss)}}
+
+
 def _load_random_gt(path: str, test_gms: list[str], mesh) -> inference.Loaded:
   """The random-ground-truth model; it must have been trained for the same test GMs."""
   rgt = inference.load(path, mesh=mesh)
@@ -155,6 +168,10 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
                     config.eval_batch_size, space),
                 **k_images}
   methods = {m: metrics.parsing_metrics(p, target, space) for m, p in preds.items()}
+  calib = _fit_calibration(predict_fn, variables, data)
+  if calib is not None:
+    calib["ece"][split] = calibration.before_after(per["pred"], target, calib["temperatures"],
+                                                   space.group_of_loss)
   methods["model"] = evaluator.model_metrics(per, sums, space)
   results = {
       "name": (f"test set {config.data.test_set}" if split == "test" and not config.data.test_gms
@@ -163,6 +180,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
       "workdir": workdir, "gms": list(gms), "num_images": len(rows),
       "methods": methods, "k_images": k_images,
       "confusion": [c.tolist() for c in metrics.confusion(preds["model"], target, space)],
+      "calibration": calib,
   }
   if rgt is not None:
     results["random_gt_workdir"] = rgt.workdir
@@ -170,6 +188,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
     paths = report.write_report(out_dir or workdir_lib.report_dir(workdir), results, space,
                                 config.eval.figures, reduce.figures())
     logging.info("evaluation report: %s", ", ".join(paths))
+    if calib is not None and not out_dir:  # the temperatures `revgm parse` applies
+      workdir_lib.write_json(workdir_lib.calibration_path(workdir),
+                             {**calib, "step": int(step), "checkpoint": which})
   return results
 
 
