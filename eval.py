@@ -14,10 +14,14 @@ overrides fields of that file as in train.py. The report (metrics.json, report.m
 goes to WORKDIR/report unless --out_dir is given (one workdir only). The console shows each
 report's table; log lines go to WORKDIR/eval.INFO of the first workdir (warnings also to
 stderr; --alsologtostderr brings everything back to the terminal).
+
+Exit status: 0 done; 1 bad flags; 2 a checkpoint that does not restore (each failed step named;
+the newest intact step of the manager is used when there is one) or a --config of another run.
 """
 
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up lines
 
@@ -53,7 +57,7 @@ def main(argv):
     raise app.UsageError("--out_dir and --checkpoint apply to a single --workdir")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # TF only reads data here (docs/jax_notes.md#tensorflow-off-the-gpu)
-  from revgm_jax import distributed  # pylint: disable=g-import-not-at-top
+  from revgm_jax import checkpointing, distributed  # pylint: disable=g-import-not-at-top
   from revgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from revgm_jax.evaluation import report, run  # pylint: disable=g-import-not-at-top
 
@@ -79,8 +83,12 @@ def main(argv):
       config = _CONFIG.value or workdir_lib.load_config(workdir)
       if _RANDOM_GT.value is not None:
         config.eval.random_gt_workdir = _RANDOM_GT.value
-      results = run.evaluate_checkpoint(config, _CHECKPOINT.value or workdir, split=_SPLIT.value,
-                                        out_dir=_OUT_DIR.value)
+      try:
+        results = run.evaluate_checkpoint(config, _CHECKPOINT.value or workdir,
+                                          split=_SPLIT.value, out_dir=_OUT_DIR.value)
+      except (FileNotFoundError, workdir_lib.WorkdirError, checkpointing.CheckpointError) as e:
+        sys.stderr.write(f"eval.py: {e}\n")
+        sys.exit(2)
       out = _OUT_DIR.value or workdir_lib.report_dir(workdir)
       print("\n".join([f"{workdir}: {results['name']}, report in {out}", "",
                        *report.headline_table(results["methods"]), ""]), flush=True)

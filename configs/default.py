@@ -46,6 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.mean = 0.6490
   config.data.std = 0.1269
   config.data.shuffle_labels = False  # random-ground-truth baseline: permute GM -> label rows
+  config.data.max_image_pixels = 40_000_000  # larger images are refused, checked before decoding
   config.image_size = 32
   config.batch_size = 16  # global, across all devices and hosts
   config.eval_batch_size = 64

@@ -5,17 +5,48 @@ into concrete abstract targets (`ShapeDtypeStruct`s carrying a NamedSharding ove
 mesh), so a checkpoint written on 8 devices loads onto 2 or 1 (docs/jax_notes.md#restore-targets).
 Model variables are an item of their own so that inference restores them without building an
 optimiser. No pickle anywhere.
+
+A step that fails to restore (truncated or bit-flipped files, a half-written step) is named in
+a warning and the previous step of the manager is used; training moves the failed steps aside
+to WORKDIR/corrupt/ so that the resumed run can write those steps again.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import serialization
 
 from revgm_jax import sharding, workdir as workdir_lib
+
+
+class CheckpointError(ValueError):
+  """No step of a checkpoint folder restores; the message names each step and its problem."""
+
+
+def _problem(e: Exception) -> str:
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def restore_newest(mngr: ocp.CheckpointManager, restore: Callable[[int], Any],
+                   step: int | None = None) -> tuple[int, Any, list[str]]:
+  """(step, restore(step), ["DIR/STEP: problem"] of the newer steps that failed) for the newest
+  step of `mngr` that restores; only `step` when one is given. Raises CheckpointError."""
+  path = str(mngr.directory)
+  failed = []
+  for s in [step] if step is not None else sorted(mngr.all_steps(), reverse=True):
+    try:
+      return s, restore(s), failed
+    except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
+      failed.append(f"{path}/{s}: {_problem(e)}")
+      logging.warning("checkpoint %s cannot be restored; trying the previous step", failed[-1])
+  raise CheckpointError(f"no step of {path} restores: " + "; ".join(failed))
+
 
 def replicated_target(tree, mesh: jax.sharding.Mesh):
   """Abstract restore target: every leaf's shape and dtype, replicated over `mesh`."""
@@ -71,22 +102,39 @@ class Checkpoints:
         self.best.delete(s)
 
   def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
-    """(state, progress) of the latest checkpoint restored onto `abstract_state`'s shardings,
-    or None when there is none. `abstract_state` holds ShapeDtypeStructs (`replicated_target`)."""
-    step = self.latest.latest_step()
-    if step is None:
+    """(state, progress) of the newest intact checkpoint restored onto `abstract_state`'s
+    shardings, or None when there is none. `abstract_state` holds ShapeDtypeStructs
+    (`replicated_target`). Newer steps that fail to restore are moved to WORKDIR/corrupt/."""
+    if self.latest.latest_step() is None:
       return None
     abstract_opt = serialization.to_state_dict(abstract_state.opt_state)
-    r = self.latest.restore(step, args=ocp.args.Composite(
-        variables=ocp.args.StandardRestore({"params": abstract_state.params,
-                                            "batch_stats": abstract_state.batch_stats}),
-        train=ocp.args.StandardRestore({"step": abstract_state.step, "opt_state": abstract_opt}),
-        progress=ocp.args.JsonRestore()))
+    step, r, failed = restore_newest(self.latest, lambda s: self.latest.restore(
+        s, args=ocp.args.Composite(
+            variables=ocp.args.StandardRestore({"params": abstract_state.params,
+                                                "batch_stats": abstract_state.batch_stats}),
+            train=ocp.args.StandardRestore({"step": abstract_state.step,
+                                            "opt_state": abstract_opt}),
+            progress=ocp.args.JsonRestore())))
+    if failed:
+      self._move_aside([s for s in self.latest.all_steps() if s > step])
     state = abstract_state.replace(
         step=r["train"]["step"], params=r["variables"]["params"],
         batch_stats=r["variables"]["batch_stats"],
         opt_state=serialization.from_state_dict(abstract_state.opt_state, r["train"]["opt_state"]))
     return state, r["progress"]
+
+  def _move_aside(self, bad_steps: list[int]) -> None:
+    latest = str(self.latest.directory)
+    corrupt = os.path.join(os.path.dirname(latest), workdir_lib.CORRUPT_DIR)
+    if jax.process_index() == 0:
+      os.makedirs(corrupt, exist_ok=True)
+      for s in bad_steps:
+        to = os.path.join(corrupt, f"{workdir_lib.LATEST}-{s}")
+        while os.path.exists(to):
+          to += "+"
+        os.rename(os.path.join(latest, str(s)), to)
+        logging.warning("moved the checkpoint %s/%d that fails to restore to %s", latest, s, to)
+    self.latest.reload()
 
   def wait(self) -> None:
     self.latest.wait_until_finished()
@@ -102,16 +150,19 @@ def restore_variables(workdir: str, abstract_variables, which: str = "best",
   """({"params", "batch_stats"}, progress) of a workdir's checkpoint, for inference.
 
   which: "best" (the validation-selected step) or "latest" (the resume checkpoints); step:
-  a specific step of that manager (default: its newest). `abstract_variables` is a
+  a specific step of that manager (default: its newest intact one; progress["skipped"], only
+  when there are some, lists the newer steps that failed to restore). `abstract_variables` is a
   `replicated_target` of the model's variables (e.g. from `jax.eval_shape(model.init, ...)`).
   """
   path = workdir_lib.checkpoint_dir(workdir, which)
   mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))
-  step = mngr.latest_step() if step is None else step
-  if step is None or step not in mngr.all_steps():
+  if (mngr.latest_step() if step is None else step) not in mngr.all_steps():
     raise FileNotFoundError(f"no checkpoint{'' if step is None else f' of step {step}'} in "
                             f"{path} (steps there: {list(mngr.all_steps())})")
-  r = mngr.restore(step, args=ocp.args.Composite(
-      variables=ocp.args.StandardRestore(abstract_variables), progress=ocp.args.JsonRestore()))
-  mngr.close()
-  return r["variables"], r["progress"]
+  try:
+    _, r, failed = restore_newest(mngr, lambda s: mngr.restore(s, args=ocp.args.Composite(
+        variables=ocp.args.StandardRestore(abstract_variables),
+        progress=ocp.args.JsonRestore())), step)
+  finally:
+    mngr.close()
+  return r["variables"], {**r["progress"], **({"skipped": failed} if failed else {})}

@@ -63,13 +63,34 @@ def define_config_dict(name: str, config, help_string: str = "", **kwargs) -> fl
   return _define(config_flags.DEFINE_config_dict, name, config, help_string, **kwargs)
 
 
+def _tuple_problem(flag_values: flags.FlagValues) -> str | None:
+  """ml_collections takes any text for a tuple field (`--config.model.parser_widths=abc` gives
+  ('abc',)); its elements must have the type of the default's (an int may stand for a float)."""
+  for name in flag_values:
+    flag = flag_values[name]
+    default = flag.default
+    if not (flag.present and "." in name and isinstance(default, (tuple, list)) and default):
+      continue
+    kinds = {type(v) for v in default}
+    kind = float if kinds == {int, float} else kinds.pop() if len(kinds) == 1 else None
+    ok = (lambda v: type(v) in (int, float)) if kind is float else (lambda v: type(v) is kind)
+    if kind is not None and not all(ok(v) for v in flag.value):
+      return (f"--{name}={','.join(map(str, flag.value))}: expected a tuple of {kind.__name__} "
+              f"such as {tuple(default)}, got {tuple(flag.value)}")
+  return None
+
+
 def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS,
                 status: int = 1) -> list[str]:
   """absl `flags_parser`: parses `argv`; returns the remaining positional arguments."""
   try:
-    return flag_values(argv)
+    rest = flag_values(argv)
   except (flags.Error, AttributeError, KeyError) as e:
     fail(_message(e, argv), status)
+  problem = _tuple_problem(flag_values)
+  if problem:
+    fail(problem, status)
+  return rest
 
 
 def parse_command(flag_values: flags.FlagValues, argv: list[str], usage: str,

@@ -40,6 +40,7 @@ class Loaded:
   model: object  # the task's Flax module (`tasks.create_model`)
   variables: dict  # {"params", "batch_stats"}, replicated over `mesh`
   mesh: jax.sharding.Mesh
+  skipped: tuple[str, ...] = ()  # newer steps that failed to restore: "DIR/STEP: problem"
 
   @property
   def space(self) -> labels.Space:
@@ -67,8 +68,12 @@ def load(path: str, config: ml_collections.ConfigDict | None = None,
 
   config: the run's config (default: the workdir's config.json); mesh: where the variables go
   (default: the first device); task: raise WrongTaskError unless the run trained this task.
+  Raises FileNotFoundError, workdir.WorkdirError (a config of another run) or
+  checkpointing.CheckpointError (no step restores).
   """
   workdir, which, step = workdir_lib.resolve_checkpoint(path)
+  if config is not None:
+    workdir_lib.check_same_run(workdir, config)
   config = workdir_lib.load_config(workdir) if config is None else config
   if task is not None and tasks.name(config) != task:
     raise WrongTaskError(f"{workdir} holds a model of task {tasks.name(config)}, not {task} "
@@ -79,7 +84,8 @@ def load(path: str, config: ml_collections.ConfigDict | None = None,
   variables, progress = checkpointing.restore_variables(
       workdir, abstract_variables(model, config.image_size, mesh), which, step)
   return Loaded(workdir=workdir, which=which, step=int(progress["step"]), config=config, gt=gt,
-                split=info["split"], model=model, variables=variables, mesh=mesh)
+                split=info["split"], model=model, variables=variables, mesh=mesh,
+                skipped=tuple(progress.get("skipped", ())))
 
 
 def make_predict_fn(loaded: Loaded) -> Callable:
@@ -143,7 +149,8 @@ def load_images(paths: Iterable[str], config: ml_collections.ConfigDict
   out, used, skipped = [], [], []
   for path in paths:
     try:
-      image, _ = images_lib.read_image(path)
+      image, _ = images_lib.read_image(
+          path, config.data.get("max_image_pixels", images_lib.MAX_PIXELS))
     except images_lib.ImageError as e:
       skipped.append((path, str(e)))
       continue

@@ -26,7 +26,9 @@ in the persistent JAX cache under the user's cache folder, so a second call star
 
 Flags (absl, as train.py; `--help` lists them) and image paths may come in any order.
 Exit status: 0 parsed; 1 no readable image (with --each: in no subfolder; each skipped file is
-listed with the reason); 2 bad arguments or checkpoint.
+listed with the reason); 2 bad arguments or checkpoint; 3 the result cannot be written (stdout on
+a full disk). With --json, a failure after the flags still prints a JSON document with its
+"error". A checkpoint step that fails to restore is named on stderr and the previous step used.
 """
 
 from __future__ import annotations
@@ -125,18 +127,18 @@ def run(args: types.SimpleNamespace) -> int:
   try:
     loaded = inference.load(args.checkpoint, task="parsing")
   except (FileNotFoundError, ValueError) as e:
-    print(f"revgm parse: cannot load checkpoint: {e}", file=sys.stderr)
-    return 2
+    return _fail(args, 2, f"cannot load checkpoint: {e}")
+  for problem in loaded.skipped:
+    print(f"warning: checkpoint {problem}; used step {loaded.step}", file=sys.stderr)
   sets, bad = _sets(args)
   for path, reason in bad:
     print(f"skipped {path}: {reason}", file=sys.stderr)
   if not sets:
-    print("revgm parse: --each found no subfolder to parse", file=sys.stderr)
-    return 1
+    return _fail(args, 1, "--each found no subfolder to parse")
   temperatures, note = parse_result.load_calibration(loaded)
   metrics, source = parse_result.reliability_source(loaded.workdir)
   context = {"checkpoint": {"workdir": loaded.workdir, "which": loaded.which,
-                            "step": loaded.step},
+                            "step": loaded.step, "skipped_steps": list(loaded.skipped)},
              "space": loaded.space.name, "aggregate": args.aggregate,
              "calibration": {"applied": temperatures is not None, "note": note},
              "reliability_source": source}
@@ -149,8 +151,8 @@ def run(args: types.SimpleNamespace) -> int:
       print(f"skipped {skip['path']}: {skip['reason']}", file=sys.stderr)
     if "error" in doc:
       print(f"revgm parse: {folder + ': ' if folder else ''}{doc['error']}", file=sys.stderr)
-      if args.each and args.json:
-        print(json.dumps(doc), flush=True)
+      if args.json and _write(json.dumps(doc) if args.each else json.dumps(doc, indent=1)):
+        return 3
       continue
     parsed += 1
     if args.report:
@@ -158,11 +160,30 @@ def run(args: types.SimpleNamespace) -> int:
       path = (os.path.join(args.report, os.path.basename(folder) + ".html") if args.each
               else args.report)
       doc["report"] = os.path.abspath(parse_html.write(path, doc, arrays))
-    if args.json:
-      print(json.dumps(doc) if args.each else json.dumps(doc, indent=1), flush=True)
-    else:
-      print(("\n" if n else "") + parse_result.format_text(doc), flush=True)
+    text = ((json.dumps(doc) if args.each else json.dumps(doc, indent=1)) if args.json
+            else ("\n" if n else "") + parse_result.format_text(doc))
+    if _write(text):
+      return 3
   return 0 if parsed else 1
+
+
+def _fail(args: types.SimpleNamespace, status: int, message: str) -> int:
+  """One line on stderr; with --json also {"error", "exit_status"} on stdout."""
+  print(f"revgm parse: {message}", file=sys.stderr)
+  if args.json and _write(json.dumps({"error": message, "exit_status": status}, indent=1)):
+    return 3
+  return status
+
+
+def _write(text: str) -> int:
+  """Prints `text` on stdout: 0, or 3 after naming a failed write (full disk, closed pipe)."""
+  try:
+    print(text, flush=True)
+  except OSError as e:
+    print(f"revgm parse: cannot write the result to stdout: {e.strerror or e}", file=sys.stderr)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no 2nd failure at exit
+    return 3
+  return 0
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse") -> int:

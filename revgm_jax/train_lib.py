@@ -16,8 +16,10 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from tqdm import tqdm
 
-from revgm_jax import checkpointing, distributed, input_pipeline, sharding, steps, tasks
+from revgm_jax import checkpointing, distributed, input_pipeline, sharding, steps, stop_signal
+from revgm_jax import tasks
 from revgm_jax import workdir as workdir_lib
+from revgm_jax import workdir_lock
 from revgm_jax.evaluation import evaluator
 
 
@@ -61,21 +63,31 @@ def _check_intervals(config: ml_collections.ConfigDict) -> None:
                      "at least one validation GM (held out from the training GMs)")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> dict:
   """Trains, selects on the validation GMs, evaluates on the test GMs; returns the results.
 
-  Resumes from the latest checkpoint in `workdir` if there is one.
+  Resumes from the latest checkpoint in `workdir` if there is one; a workdir of another data,
+  label or model config is refused (workdir.WorkdirError) unless `overwrite` deletes its run.
+  Holds the workdir's lock throughout; SIGTERM/SIGINT save the step and return
+  {"preempted_at": step, "signal": name} (`stop_signal`).
   """
   distributed.initialize(config.distributed)  # a no-op for a single-process run
   workdir = os.path.abspath(workdir)
   main = jax.process_index() == 0
+  with workdir_lock.hold(workdir, enabled=main), stop_signal.catch(jax.process_count() > 1):
+    if overwrite and main:
+      workdir_lib.clear(workdir)
+    workdir_lib.check_same_run(workdir, config)
+    return _train_and_evaluate(config, workdir, main)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: bool) -> dict:
   mesh = sharding.make_mesh()
   logging.info("workdir %s; mesh %s over %d devices on %d hosts", workdir, dict(mesh.shape),
                jax.device_count(), jax.process_count())
   _check_intervals(config)
   ckpt = checkpointing.Checkpoints(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
-  if ckpt.latest.latest_step() is not None:
-    workdir_lib.check_same_model(workdir, config)
   data = input_pipeline.get_datasets(config, mesh)
   space = data.gt.space
   task = tasks.get(config, space, data.class_weights)
@@ -140,7 +152,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         handle(*pending)  # the previous step: reading it now never stalls the device queue
       pending = (step, device_metrics)
       do_eval = step % config.eval_every_steps == 0 or step == total_steps
-      do_save = ckpt.should_save(step) or step == total_steps
+      stop = stop_signal.received() or ckpt.reached_preemption(step)
+      do_save = ckpt.should_save(step) or step == total_steps or stop
       if not (do_eval or do_save):
         continue
       handle(*pending)  # this step's metrics must be finite before its state is saved
@@ -163,14 +176,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with report_progress.timed("checkpoint"):
           ckpt.save(state, {"step": step, "best": best, "last_val": last_val})
         last_saved = step
-      if ckpt.reached_preemption(step):
-        logging.warning("preemption notice: saved step %d, stopping", step)
-        return {"preempted_at": step, "workdir": workdir}
+      if stop:
+        why = stop_signal.received() or "preemption notice"
+        logging.warning("%s: saved step %d, stopping", why, step)
+        return {"preempted_at": step, "signal": why, "workdir": workdir}
   finally:  # also on an error: the saves already started hold verified, finite states
     pbar.close()
     writer.flush()
     ckpt.wait()
     ckpt.close()
+  stop_signal.release()  # the last step is saved: a signal during the evaluation stops it at once
 
   # Test GMs, evaluated once: the step config.eval.which selects, with baselines and k-image
   # curves, in the evaluation report.

@@ -8,6 +8,8 @@
   WORKDIR/results.json        what `train_and_evaluate` returned
   WORKDIR/report/             the evaluation report (metrics.json, report.md, figures)
   WORKDIR/calibration.json    temperatures of the probability heads for the reported step
+  WORKDIR/lock                pid and host of the run writing the workdir (`workdir_lock`)
+  WORKDIR/corrupt/            checkpoint steps that failed to restore, moved aside
 
 "best" and "latest" are the only names of the two checkpoint managers, as folders and as
 values of `config.eval.which`. Inference, evaluation and `revgm parse` need nothing but these.
@@ -15,8 +17,10 @@ values of `config.eval.which`. Inference, evaluation and `revgm parse` need noth
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 
 import ml_collections
 import numpy as np
@@ -33,6 +37,13 @@ RESULTS_FILE = "results.json"
 REPORT_DIR = "report"
 METRICS_FILE = "metrics.json"  # in REPORT_DIR
 CALIBRATION_FILE = "calibration.json"
+LOCK_FILE = "lock"
+CORRUPT_DIR = "corrupt"
+EVENTS_GLOB = "events.out.tfevents.*"
+
+
+class WorkdirError(ValueError):
+  """A workdir that cannot be used as asked; the message names it and the way out."""
 
 
 def checkpoint_dir(workdir: str, which: str) -> str:
@@ -93,33 +104,58 @@ def write_results(workdir: str, results: dict) -> None:
   write_json(results_path(workdir), results)
 
 
-# Fields that fix the shapes of the saved state; a workdir cannot resume under other values.
-_STATE_FIELDS = ("image_size", "data.space", "model.fen_depth", "model.fen_width",
-                 "model.parser_widths", "model.fc_width", "model.branch_widths",
-                 "model.share_branch", "optim.weight_decay", "task",
-                 "model.classifier_input", "model.classifier_widths",
-                 "model.classifier_kernels")
+# Fields that make a run what it is: its data, split (the seed draws the validation GMs and the
+# data order), labels, model and state shapes. A workdir resumes or re-evaluates only under the
+# same values; where the data lives may change.
+_RUN_FIELDS = ("seed", "task", "image_size", "data.", "model.", "optim.weight_decay")
+_WHERE_FIELDS = ("data.zoo_dir", "data.image_dir", "data.labels_dir", "data.tfds_dir",
+                 "data.max_image_pixels")
 
 
-def _get(config: dict, dotted: str):
-  for key in dotted.split("."):
-    config = config.get(key, {}) if isinstance(config, dict) else None
-  return config
+def _flatten(config: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in config.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out
 
 
-def check_same_model(workdir: str, config: ml_collections.ConfigDict) -> None:
-  """Raises if `workdir` already holds a run whose state shapes another config would not fit."""
+def run_fields_diff(old: dict, new: dict) -> list[str]:
+  """["field: old -> new"] of the run fields (data, labels, model) in which two configs differ."""
+  a, b = _flatten(old), _flatten(new)
+  sections = tuple(f for f in _RUN_FIELDS if f.endswith("."))
+  keys = sorted(k for k in set(a) | set(b) if (k in _RUN_FIELDS or k.startswith(sections))
+                and k not in _WHERE_FIELDS and a.get(k) != b.get(k))
+  return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in keys]
+
+
+def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Raises WorkdirError if `workdir` holds a run of another data, label or model config."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     return
   with open(path) as f:
     old = json.load(f)
-  new = json.loads(config.to_json())
-  diff = [f"{k}: {_get(old, k)} -> {_get(new, k)}" for k in _STATE_FIELDS
-          if _get(old, k) != _get(new, k)]
+  diff = run_fields_diff(old, json.loads(config.to_json()))
   if diff:
-    raise ValueError(f"workdir {workdir} holds a run of another model ({'; '.join(diff)}); "
-                     "resume it with its own config.json or train in a new --workdir")
+    raise WorkdirError(
+        f"workdir {workdir} holds a run of another config ({'; '.join(diff)}); rerun it with its "
+        "own config.json, train in a new --workdir, or pass --overwrite to delete that run")
+
+
+def clear(workdir: str) -> None:
+  """Deletes the run a workdir holds (train.py --overwrite): metadata, checkpoints, results."""
+  names = (CONFIG_FILE, LABELS_FILE, LABELS_DIR, LATEST, BEST, RESULTS_FILE, REPORT_DIR,
+           CALIBRATION_FILE,
+           CORRUPT_DIR)
+  for path in [os.path.join(workdir, n) for n in names] + glob.glob(
+      os.path.join(workdir, EVENTS_GLOB)):
+    if os.path.isdir(path):
+      shutil.rmtree(path)
+    elif os.path.exists(path):
+      os.remove(path)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

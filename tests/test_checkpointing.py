@@ -94,13 +94,13 @@ def test_run_info_round_trip(tmp_path, red116_dir):
 
   assert workdir_lib.load_config(str(tmp_path)).to_dict() == {
       "seed": 1, "model": {"parser_widths": [8, 8]}}
-  workdir_lib.check_same_model(str(tmp_path), config)
-  config.seed = 2  # not a shape: resuming under it is allowed
-  workdir_lib.check_same_model(str(tmp_path), config)
+  workdir_lib.check_same_run(str(tmp_path), config)
+  config.log_every_steps = 10  # not a data, label or model field: resuming under it is allowed
+  workdir_lib.check_same_run(str(tmp_path), config)
   config.model.parser_widths = (8, 16)
-  with pytest.raises(ValueError, match=r"another model \(model.parser_widths: \[8, 8\] -> "
-                                       r"\[8, 16\]\); .* new --workdir"):
-    workdir_lib.check_same_model(str(tmp_path), config)
+  with pytest.raises(workdir_lib.WorkdirError, match=r"another config \(model.parser_widths: "
+                                                  r"\[8, 8\] -> \[8, 16\]\); .* new --workdir"):
+    workdir_lib.check_same_run(str(tmp_path), config)
   info, gt2 = workdir_lib.load_run_info(str(tmp_path))
   assert info["space"] == "red116" and info["split"] == split
   np.testing.assert_allclose(info["class_weights"]["disc"][0], weights["disc"][0])

@@ -2,6 +2,9 @@
 
 import logging
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -15,6 +18,7 @@ from revgm_jax.data import builder, images
 # CONT_ENC is row 21 of the index although sorted() puts it after CONTRAGAN
 # (docs/labels.md#row-order).
 GMS = ("AAE", "BIGGAN_128", "CONT_ENC")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _examples(data: builder.PreparedData, gm: str) -> dict[str, dict]:
@@ -118,6 +122,38 @@ def test_file_slices_take_the_first_images_of_each_gm(tmp_path, red116_dir):
   assert data.num_images(["AAE", "CONT_ENC"], 4) == 8 and data.num_images(GMS) == 18
   with pytest.raises(builder.DataError, match="STARGAN.*no folder"):
     data.file_slices(["STARGAN"])
+
+
+_KILLED_BUILD = """
+import sys, time
+from revgm_jax.data import builder
+encode, done = builder._encode, []
+def pausing(path):  # a pause for the test's SIGKILL, in the middle of the second GM
+  done.append(path)
+  if len(done) == 9:
+    print("paused", flush=True)
+    time.sleep(600)
+  return encode(path)
+builder._encode = pausing
+builder.prepare(sys.argv[1], sys.argv[2], "red116", sys.argv[3], shards_per_gm=2)
+"""
+
+
+def test_build_killed_midway_is_redone_pixel_exact(tmp_path, red116_dir):
+  """A real SIGKILL to a process converting the images; the next build is complete."""
+  expected = gm_folders.write_layout(tmp_path / "images", GMS, images_per_gm=6)
+  proc = subprocess.Popen([sys.executable, "-c", _KILLED_BUILD, str(tmp_path / "images"),
+                           str(red116_dir), str(tmp_path / "tfds")], cwd=REPO,
+                          stdout=subprocess.PIPE, text=True)
+  assert "paused\n" in iter(proc.stdout.readline, "")  # (TFDS prints its own lines first)
+  proc.kill()
+  assert proc.wait() == -signal.SIGKILL
+  data = _build(tmp_path, red116_dir, shards_per_gm=2)
+  for gm in GMS:
+    examples = _examples(data, gm)
+    assert sorted(examples) == sorted(f for f in expected if f.startswith(gm + "/"))
+    for f, ex in examples.items():
+      np.testing.assert_array_equal(ex["image"], expected[f])
 
 
 def test_label_dir_of_official_tables_only_uses_the_shipped_index(tmp_path, red116_dir):

@@ -185,7 +185,7 @@ def test_console_script(tiny, folder):
   proc = subprocess.run([sys.executable, "-c", script, "parse", "--checkpoint", workdir,
                          str(folder / "broken.png"), str(folder / "notes.txt"), "--json"],
                         capture_output=True, text=True, cwd=tiny_run.REPO, timeout=300)
-  assert proc.returncode == 1 and proc.stdout == ""
+  assert proc.returncode == 1 and "error" in json.loads(proc.stdout)  # --json: still JSON
   assert "cannot be decoded" in proc.stderr and "no readable image" in proc.stderr
 
 

@@ -192,7 +192,9 @@ def test_workdir_holds_what_inference_needs(interrupted):
 def test_train_py_reports_bad_flags():
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for flag, message in (("--config.data.nonexistent=1", "the config has no field 'nonexistent'"),
-                        ("--config.batch_size=abc", "--config.batch_size=abc: invalid literal")):
+                        ("--config.batch_size=abc", "--config.batch_size=abc: invalid literal"),
+                        ("--config.model.parser_widths=abc", "--config.model.parser_widths=abc: "
+                         "expected a tuple of int such as (32, 64, 128, 256, 512), got ('abc',)")):
     out = subprocess.run([sys.executable, "train.py", flag], capture_output=True, text=True,
                          cwd=repo, timeout=120)
     assert out.returncode == 1

@@ -17,9 +17,9 @@ TEST_GMS = ("BIGGAN_128", "STARGAN")  # the ones of leave-out test set 1 among G
 IMAGES_PER_GM = 10
 
 
-def config(root, red116_dir, **overrides):
-  """The `:tiny` config on the GM folders under `root`; `overrides`: {"dotted.field": value}."""
-  return config_utils.load_config(TINY, {
+def overrides(root, red116_dir) -> dict:
+  """{"dotted.field": value} that make the `:tiny` config train on the GM folders under `root`."""
+  return {
       "data.source": "folder",
       "data.image_dir": os.path.join(root, "images"),
       "data.labels_dir": str(red116_dir),
@@ -34,23 +34,35 @@ def config(root, red116_dir, **overrides):
       "checkpoint_every_steps": 2,
       "log_every_steps": 2,
       "eval.k_images": (1, 2, 5),
-      "eval.retrieval_images_per_gm": 4,
-      **overrides})
+      "eval.retrieval_images_per_gm": 4}
+
+
+def config(root, red116_dir, **more):
+  """The `:tiny` config on the GM folders under `root`; `more`: {"dotted.field": value}."""
+  return config_utils.load_config(TINY, {**overrides(root, red116_dir), **more})
+
+
+def train_py_args(c) -> list[str]:
+  """train.py's flags for the config `c` made by `config` (its overrides as --config.X=V)."""
+  root = os.path.dirname(c.data.image_dir)
+  return [f"--config={TINY}"] + [
+      f"--config.{k}=" + (",".join(map(str, v)) if isinstance(v, tuple) else str(v))
+      for k, v in overrides(root, c.data.labels_dir).items()]
 
 
 _RUNS = {}
 
 
-def trained(tmp_path_factory, red116_dir, **overrides) -> tuple[str, object]:
+def trained(tmp_path_factory, red116_dir, **more) -> tuple[str, object]:
   """(workdir, config) of a finished tiny run; the same call in a session returns the same run."""
   from revgm_jax import train_lib  # pylint: disable=g-import-not-at-top
   base = tmp_path_factory.getbasetemp()
-  key = (str(base), str(red116_dir), tuple(sorted(overrides.items())))
+  key = (str(base), str(red116_dir), tuple(sorted(more.items())))
   if key not in _RUNS:
     root = str(base / "tiny_run_data")
     if not os.path.isdir(os.path.join(root, "images")):
       gm_folders.write_layout(os.path.join(root, "images"), GMS, IMAGES_PER_GM)
-    c = config(root, red116_dir, **overrides)
+    c = config(root, red116_dir, **more)
     workdir = str(tmp_path_factory.mktemp("tiny_run"))
     train_lib.train_and_evaluate(c, workdir)
     _RUNS[key] = workdir, c
