@@ -23,11 +23,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:  # `python experiments/leave_out.py` puts only experiments/ there
   sys.path.insert(0, _REPO)
 
+from experiments import runs  # noqa: E402
 from revgm_jax import cli_flags, config_utils  # noqa: E402
 
-_CONFIG = cli_flags.define_config_file(
-    "config", os.path.join(_REPO, "configs", "default.py"), "Config of every set's run.",
-    lock_config=True)
+_CONFIG = runs.define_config_flag("Config of every set's run.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "./leave_out", "One workdir per set here.")
 _SETS = flags.DEFINE_list("sets", ["1", "2", "3", "4"], "Leave-out test sets to run.")
 _RANDOM_GT = flags.DEFINE_bool("random_gt", False, "Also train the random-ground-truth model "
@@ -45,7 +44,6 @@ def main(argv):
     raise app.UsageError(f"--sets={','.join(_SETS.value)}: expected set numbers >= 1")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
-  from experiments import runs  # pylint: disable=g-import-not-at-top
   from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
 
   out_dir = os.path.abspath(_OUT_DIR.value)

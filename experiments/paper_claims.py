@@ -29,12 +29,10 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:  # `python experiments/paper_claims.py` puts only experiments/ there
   sys.path.insert(0, _REPO)
 
-from experiments import claims  # noqa: E402
+from experiments import claims, runs  # noqa: E402
 from revgm_jax import cli_flags  # noqa: E402
 
-_CONFIG = cli_flags.define_config_file(
-    "config", os.path.join(_REPO, "configs", "default.py"), "Base config of every row.",
-    lock_config=True)
+_CONFIG = runs.define_config_flag("Base config of every row.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "./paper_claims", "One workdir per row and seed here.")
 _ROWS = flags.DEFINE_list("rows", [], "Rows to run (default: all).")
 _SEEDS = flags.DEFINE_list("seeds", [], "Seeds (default: the config's); every row uses each.")
@@ -45,7 +43,6 @@ def main(argv):
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
-  from experiments import runs  # pylint: disable=g-import-not-at-top
 
   base = _CONFIG.value
   overrides = claims.row_overrides(base)

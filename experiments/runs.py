@@ -9,9 +9,17 @@ import json
 import os
 
 import ml_collections
-from absl import logging
+from absl import flags, logging
 
-from revgm_jax import train_lib, workdir as workdir_lib
+from revgm_jax import cli_flags, workdir as workdir_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def define_config_flag(help_string: str) -> flags.FlagHolder:
+  """--config of an experiment: a config file (default configs/default.py), with overrides."""
+  return cli_flags.define_config_file(
+      "config", os.path.join(REPO, "configs", "default.py"), help_string, lock_config=True)
 
 
 class ConfigChanged(ValueError):
@@ -29,4 +37,5 @@ def train_or_reuse(config: ml_collections.ConfigDict, workdir: str, title: str) 
     with open(results_file) as f:
       return json.load(f)
   print(f"=== {title} -> {workdir}", flush=True)
+  from revgm_jax import train_lib  # pylint: disable=g-import-not-at-top  (TensorFlow, JAX)
   return train_lib.train_and_evaluate(config, workdir)

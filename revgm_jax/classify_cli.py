@@ -146,11 +146,8 @@ def main(command: str, argv: list[str] | None = None, prog: str | None = None) -
   """`revgm detect ARGS` / `revgm attribute ARGS` (argv: ARGS); flags and paths in any order."""
   prog = prog or f"revgm {command}"
   fv = flags.FlagValues()
-  flags.DEFINE_string("checkpoint", None, "Training workdir of the task, WORKDIR/best or "
-                      "WORKDIR/latest[/STEP].", required=True, flag_values=fv)
-  flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.", flag_values=fv)
-  flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1,
-                       flag_values=fv)
+  cli_flags.define_checkpoint_flags(
+      fv, "Training workdir of the task, WORKDIR/best or WORKDIR/latest[/STEP].")
   if command == "attribute":
     flags.DEFINE_integer("top", 3, "Known sources listed per image.", lower_bound=1,
                          flag_values=fv)

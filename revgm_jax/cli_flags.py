@@ -80,6 +80,15 @@ def _tuple_problem(flag_values: flags.FlagValues) -> str | None:
   return None
 
 
+def define_checkpoint_flags(fv: flags.FlagValues, checkpoint_help: str) -> None:
+  """The flags of every `revgm` command that reads a checkpoint: --checkpoint, --json and
+  --batch_size."""
+  flags.DEFINE_string("checkpoint", None, checkpoint_help, required=True, flag_values=fv)
+  flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.", flag_values=fv)
+  flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1,
+                       flag_values=fv)
+
+
 def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS,
                 status: int = 1) -> list[str]:
   """absl `flags_parser`: parses `argv`; returns the remaining positional arguments."""

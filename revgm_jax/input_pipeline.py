@@ -1,9 +1,8 @@
 """From prepared TFRecord shards to global, device-sharded batches.
 
-Host side (tf.data, no jnp): the shard-file slices of a split are dealt round-robin to the
-processes (file-level sharding), shuffled with a seed, interleaved deterministically, decoded,
-preprocessed as the official code (bilinear resize of the whole image to image_size x
-image_size, aspect not kept, then (x / 255 - mean) / std; or a random crop) and batched per host.
+Host side (tf.data, no jnp): shard-file slices dealt round-robin to the input shards (file-level
+sharding), shuffled with a seed, interleaved deterministically, decoded, preprocessed
+(`Preprocess`: the official bilinear resize, or a random crop) and batched per host.
 Device side: each per-host batch becomes one global jax.Array per key, split along the mesh's
 data axis (`revgm_jax.sharding.host_batch_to_global`). `Datasets` owns iteration: the training
 stream from any step on, and one pass over a split for evaluation. The tf.data builders take

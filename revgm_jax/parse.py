@@ -1,7 +1,7 @@
 r"""`revgm parse`: the hyperparameters of the generator that made a set of images.
 
   revgm parse --checkpoint WORKDIR IMAGE_OR_FOLDER...          # a table on stdout
-  revgm parse --checkpoint WORKDIR/checkpoints/1500 imgs/ --json
+  revgm parse --checkpoint WORKDIR/latest/1500 imgs/ --json
   revgm parse --checkpoint WORKDIR --each CASES/ --json        # one generator per subfolder
   revgm parse --checkpoint WORKDIR imgs/ --report parse.html    # + a one-page visual report
   python -m revgm_jax.parse --checkpoint WORKDIR a.png b.png   # the same, without `revgm`
@@ -189,9 +189,8 @@ def _write(text: str) -> int:
 def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse") -> int:
   """`python -m revgm_jax.parse ARGS` (argv: ARGS); flags and image paths in any order."""
   fv = flags.FlagValues()
-  flags.DEFINE_string("checkpoint", None, "Training workdir, WORKDIR/best or "
-                      "WORKDIR/checkpoints[/STEP].", required=True, flag_values=fv)
-  flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.", flag_values=fv)
+  cli_flags.define_checkpoint_flags(
+      fv, "Training workdir, WORKDIR/best or WORKDIR/latest[/STEP].")
   flags.DEFINE_enum("aggregate", "outputs", ["outputs", "fingerprint"], "Average the per-image "
                     "outputs (default) or the fingerprints.", flag_values=fv)
   flags.DEFINE_bool("each", False, "Parse every subfolder of the given folders as its own "
@@ -199,8 +198,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse")
   flags.DEFINE_string("report", None, "Write a one-page HTML report (mean fingerprint, "
                       "spectrum, inputs, the parse with its reliability) to this file; with "
                       "--each, into this folder, one file per subfolder.", flag_values=fv)
-  flags.DEFINE_integer("batch_size", 64, "Images per forward pass.", lower_bound=1,
-                       flag_values=fv)
   usage = USAGE.format(prog=prog)
   images = cli_flags.parse_command(fv, [prog, *(sys.argv[1:] if argv is None else argv)],
                                    f"{usage}\n\n{__doc__}", status=2)
