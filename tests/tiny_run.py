@@ -5,6 +5,7 @@
 """
 
 import os
+import sys
 
 import gm_folders
 from revgm_jax import config_utils
@@ -48,6 +49,18 @@ def train_py_args(c) -> list[str]:
   return [f"--config={TINY}"] + [
       f"--config.{k}=" + (",".join(map(str, v)) if isinstance(v, tuple) else str(v))
       for k, v in overrides(root, c.data.labels_dir).items()]
+
+
+def experiment_cmd(script: str, tmp_path, red116_dir, *extra) -> list[str]:
+  """The command line of an experiments/ script on the tiny GM folders, 2 steps per run."""
+  root = tmp_path / "data"
+  if not (root / "images").is_dir():
+    gm_folders.write_layout(root / "images", GMS, IMAGES_PER_GM)
+  more = {"num_train_steps": 2, "eval_every_steps": 2, "eval.figures": False}
+  args = {**overrides(str(root), red116_dir), **more}
+  return [sys.executable, os.path.join(REPO, "experiments", script), f"--config={TINY}",
+          *(f"--config.{k}=" + (",".join(map(str, v)) if isinstance(v, tuple) else str(v))
+            for k, v in args.items()), *extra]
 
 
 _RUNS = {}
