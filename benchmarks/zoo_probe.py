@@ -15,12 +15,12 @@ GMs for attribution).
   python benchmarks/zoo_probe.py --zoo DIR          # a finished zoo of any config
 """
 
-import argparse
 import csv
 import os
 import time
 import warnings
 
+from absl import app, flags
 import numpy as np
 from PIL import Image
 from scipy import ndimage
@@ -30,8 +30,15 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from revgm_jax import labels
+from revgm_jax import cli_flags, labels
 from revgm_jax.zoo import build, presets
+
+_PRESET = flags.DEFINE_enum("preset", "default", presets.PRESETS, "Zoo preset (built or reused "
+                            "in its cache directory) when --zoo is not given.")
+_ZOO = flags.DEFINE_string("zoo", "", "A finished zoo of any config.")
+_IMAGES_PER_GM = flags.DEFINE_integer("images_per_gm", 100, "Images read per GM.", lower_bound=2)
+_FOLDS = flags.DEFINE_integer("folds", 6, "GroupKFold folds over GMs (or cohorts).",
+                              lower_bound=2)
 
 
 def spectrum_features(images: np.ndarray) -> np.ndarray:
@@ -91,24 +98,20 @@ def leave_gm_out(x: np.ndarray, y: np.ndarray, rows: np.ndarray, folds: int) -> 
   return hits / len(y)
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--preset", default="default", choices=presets.PRESETS)
-  parser.add_argument("--zoo", default="", help="a built zoo; default: the preset's cache dir")
-  parser.add_argument("--images_per_gm", type=int, default=100, help="images read per GM")
-  parser.add_argument("--folds", type=int, default=6, help="GroupKFold folds over GMs")
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
   warnings.filterwarnings("ignore", category=ConvergenceWarning)
-  if args.zoo:
-    if not os.path.exists(os.path.join(args.zoo, build.SUMMARY_FILE)):
-      parser.error(f"--zoo {args.zoo}: not a finished zoo (no {build.SUMMARY_FILE}); build it "
+  if _ZOO.value:
+    if not os.path.exists(os.path.join(_ZOO.value, build.SUMMARY_FILE)):
+      raise app.UsageError(f"--zoo {_ZOO.value}: not a finished zoo (no {build.SUMMARY_FILE}); build it "
                    "with python -m revgm_jax.zoo build")
-    out = args.zoo
+    out = _ZOO.value
   else:
-    cfg = presets.get_preset(args.preset)
+    cfg = presets.get_preset(_PRESET.value)
     out = build.build_zoo(cfg, build.default_zoo_dir(cfg))
   start = time.time()
-  gt, x, rows = load_zoo(out, args.images_per_gm)
+  gt, x, rows = load_zoo(out, _IMAGES_PER_GM.value)
   index = _read_index(out)
   print(f"zoo {out}: {len(gt)} GMs, {len(rows)} images, {x.shape[1]} spectral features")
   print(f"{'task':58s} {'classes':>7s} {'probe':>6s} {'chance':>6s}")
@@ -132,7 +135,7 @@ def main():
     sel = keep[rows]
     y = np.asarray(y_all)[rows[sel]]
     groups = (rows if gms is None else cohort[rows])[sel]
-    acc = leave_gm_out(x[sel], y, groups, min(args.folds, len(np.unique(groups))))
+    acc = leave_gm_out(x[sel], y, groups, min(_FOLDS.value, len(np.unique(groups))))
     _, counts = np.unique(y, return_counts=True)
     print(f"{name:58s} {len(counts):7d} {acc:6.3f} "
           f"{counts.max() / len(y):6.3f}")
@@ -140,4 +143,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main, flags_parser=cli_flags.parse_flags)
