@@ -1,6 +1,6 @@
 r"""How parsing grows with the number of training GMs: one model per N, same test GMs.
 
-  python experiments/scaling.py --config.data.zoo=large --out_dir ./scaling      # the study
+  python experiments/scaling.py --config configs/default.py:large --out_dir ./scaling  # study
   python experiments/scaling.py --num_gms=25,50,all --steps=3000 --out_dir ./scaling
 
 For each N of --num_gms ("all" = every training GM), trains the config with
