@@ -71,6 +71,7 @@ class Checkpoints:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy))
     self.best = ocp.CheckpointManager(workdir_lib.checkpoint_dir(workdir, workdir_lib.BEST),
                                       options=ocp.CheckpointManagerOptions(max_to_keep=1))
+    self._saving: dict[ocp.CheckpointManager, int] = {}  # the step each manager is writing
 
   def should_save(self, step: int) -> bool:
     """True every `every_steps` steps and when a preemption notice has arrived."""
@@ -81,19 +82,33 @@ class Checkpoints:
 
   def save(self, state, progress: dict) -> None:
     """Saves `state` (a finite one: the caller checks) under its step, asynchronously."""
-    step = int(progress["step"])
-    self.latest.save(step, force=True, args=ocp.args.Composite(
-        variables=ocp.args.StandardSave({"params": state.params,
-                                         "batch_stats": state.batch_stats}),
-        train=ocp.args.StandardSave({"step": state.step,
-                                     "opt_state": serialization.to_state_dict(state.opt_state)}),
-        progress=ocp.args.JsonSave(progress)))
+    self._save(self.latest, progress, variables=ocp.args.StandardSave(
+        {"params": state.params, "batch_stats": state.batch_stats}),
+        train=ocp.args.StandardSave({"step": state.step, "opt_state": serialization.to_state_dict(
+            state.opt_state)}))
 
   def save_best(self, state, progress: dict) -> None:
-    self.best.save(int(progress["step"]), force=True, args=ocp.args.Composite(
-        variables=ocp.args.StandardSave({"params": state.params,
-                                         "batch_stats": state.batch_stats}),
-        progress=ocp.args.JsonSave(progress)))
+    self._save(self.best, progress, variables=ocp.args.StandardSave(
+        {"params": state.params, "batch_stats": state.batch_stats}))
+
+  def _save(self, mngr: ocp.CheckpointManager, progress: dict, **items) -> None:
+    self._finish(mngr)  # orbax waits for the previous save anyway; its error is named here
+    step = int(progress["step"])
+    self._saving[mngr] = step
+    with workdir_lib.writing(f"{mngr.directory}/{step}"):
+      mngr.save(step, force=True, args=ocp.args.Composite(
+          **items, progress=ocp.args.JsonSave(progress)))
+
+  def _finish(self, mngr: ocp.CheckpointManager) -> None:
+    """Waits for `mngr`'s background save. Orbax writes from a thread and re-raises its error
+    (disk full, read-only) here, at the next save or at the end: a WriteError naming the step."""
+    step = self._saving.pop(mngr, None)
+    try:
+      mngr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
+      problem = e.strerror if isinstance(e, OSError) and e.strerror else _problem(e)
+      raise workdir_lib.WriteError(
+          f"cannot write the checkpoint {mngr.directory}/{step}: {problem}") from e
 
   def drop_best_after(self, step: int) -> None:
     """Deletes best-manager steps after `step` (the resumed run will reach them again)."""
@@ -137,12 +152,21 @@ class Checkpoints:
     self.latest.reload()
 
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    self._finish(self.latest)
+    self._finish(self.best)
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Waits for both managers' saves and closes them; raises the first failed save's
+    WriteError after both are closed."""
+    errors = []
+    for mngr in (self.latest, self.best):
+      try:
+        self._finish(mngr)
+      except workdir_lib.WriteError as e:
+        errors.append(e)
+      mngr.close()
+    if errors:
+      raise errors[0]
 
 
 def restore_variables(workdir: str, abstract_variables, which: str = "best",

@@ -183,8 +183,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   finally:  # also on an error: the saves already started hold verified, finite states
     pbar.close()
     writer.flush()
-    ckpt.wait()
-    ckpt.close()
+    ckpt.close()  # waits for the saves
   stop_signal.release()  # the last step is saved: a signal during the evaluation stops it at once
 
   # Test GMs, evaluated once: the step config.eval.which selects, with baselines and k-image

@@ -41,8 +41,10 @@ def hold(workdir: str, enabled: bool = True):
   if not enabled:
     yield
     return
-  os.makedirs(workdir, exist_ok=True)
-  fd = os.open(os.path.join(workdir, workdir_lib.LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  workdir_lib.make(workdir)
+  path = os.path.join(workdir, workdir_lib.LOCK_FILE)
+  with workdir_lib.writing(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,5 +1,6 @@
 """What an unlucky user meets: a rerun under another config, a corrupt checkpoint, a locked
-workdir, odd images, bad values, nothing to parse, a full disk (the README's catalogue)."""
+workdir, odd images, bad values, nothing to parse, a full disk, an unwritable workdir (the
+README's catalogue)."""
 
 import json
 import os
@@ -218,3 +219,27 @@ def test_eval_py_of_a_corrupt_best_step_is_one_line_exit_2(tiny, tmp_path):
   assert out.stderr.strip().splitlines()[-1].startswith(
       f"eval.py: no step of {best} restores: {best}/{step}: ")
   assert "Traceback" not in out.stderr
+
+
+# --- write errors: one line naming the path, exit 4 --------------------------------------------
+
+def test_train_py_into_a_workdir_that_cannot_be_made_is_one_line_exit_4(tmp_path):
+  (tmp_path / "file").write_text("")  # a file where a folder belongs: root cannot write there
+  workdir = tmp_path / "file" / "w"
+  out = subprocess.run([sys.executable, "train.py", f"--workdir={workdir}"], cwd=tiny_run.REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert (out.returncode, out.stderr) == (4, f"train.py: cannot write {workdir}: Not a directory\n")
+
+
+def test_results_to_a_full_disk_is_one_line_exit_4_and_the_traceback_in_the_log(tiny, tmp_path):
+  workdir, config = tiny
+  copy = _copy(workdir, tmp_path / "w")
+  results = workdir_lib.results_path(copy)
+  os.remove(results)
+  os.symlink("/dev/full", results)  # every write to it: ENOSPC, "No space left on device"
+  status, out = tiny_run.run(tiny_run.train_py(config, copy))
+  assert status == 4, out
+  assert out.endswith(f"train.py: cannot write {results}: No space left on device\n")
+  assert "Traceback" not in out
+  with open(os.path.join(copy, "train.INFO")) as f:
+    assert "Traceback" in f.read()
