@@ -13,6 +13,7 @@ to WORKDIR/corrupt/ so that the resumed run can write those steps again.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable
 
@@ -20,8 +21,9 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
+from jax.experimental import multihost_utils
 
-from revgm_jax import sharding, workdir as workdir_lib
+from revgm_jax import distributed, sharding, workdir as workdir_lib
 
 
 class CheckpointError(ValueError):
@@ -36,16 +38,33 @@ def _problem(e: Exception) -> str:
 def restore_newest(mngr: ocp.CheckpointManager, restore: Callable[[int], Any],
                    step: int | None = None) -> tuple[int, Any, list[str]]:
   """(step, restore(step), ["DIR/STEP: problem"] of the newer steps that failed) for the newest
-  step of `mngr` that restores; only `step` when one is given. Raises CheckpointError."""
+  step of `mngr` that restores; only `step` when one is given. Raises CheckpointError.
+
+  In a multi-process job every process ends on the same step: a step that fails on one process
+  is given up by all. Each round every process restores the newest step up to the lowest one
+  restored in the previous round (orbax's restore ends in a barrier: all processes must restore
+  alike) and one all-gather compares the steps.
+  """
   path = str(mngr.directory)
-  failed = []
-  for s in [step] if step is not None else sorted(mngr.all_steps(), reverse=True):
-    try:
-      return s, restore(s), failed
-    except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
-      failed.append(f"{path}/{s}: {_problem(e)}")
-      logging.warning("checkpoint %s cannot be restored; trying the previous step", failed[-1])
-  raise CheckpointError(f"no step of {path} restores: " + "; ".join(failed))
+  candidates = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+  failed, bound = [], math.inf
+  while True:
+    found = None
+    for s in (c for c in candidates if c <= bound):
+      try:
+        found = s, restore(s)
+        break
+      except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
+        failed.append(f"{path}/{s}: {_problem(e)}")
+        logging.warning("checkpoint %s cannot be restored; trying the previous step", failed[-1])
+    steps = distributed.process_values(-1 if found is None else found[0])
+    if min(steps) < 0:
+      raise CheckpointError(f"no step of {path} restores" + (
+          ": " + "; ".join(failed) if found is None else
+          f" on every process (process {steps.index(-1)} restores none)"))
+    if len(set(steps)) == 1:
+      return found[0], found[1], failed
+    bound = min(steps)
 
 
 def replicated_target(tree, mesh: jax.sharding.Mesh):
@@ -130,8 +149,9 @@ class Checkpoints:
             train=ocp.args.StandardRestore({"step": abstract_state.step,
                                             "opt_state": abstract_opt}),
             progress=ocp.args.JsonRestore())))
-    if failed:
-      self._move_aside([s for s in self.latest.all_steps() if s > step])
+    later = [s for s in self.latest.all_steps() if s > step]
+    if later:  # failed here or on another process: the same list on every process
+      self._move_aside(later)
     state = abstract_state.replace(
         step=r["train"]["step"], params=r["variables"]["params"],
         batch_stats=r["variables"]["batch_stats"],
@@ -149,6 +169,8 @@ class Checkpoints:
           to += "+"
         os.rename(os.path.join(latest, str(s)), to)
         logging.warning("moved the checkpoint %s/%d that fails to restore to %s", latest, s, to)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("corrupt checkpoint steps moved aside")
     self.latest.reload()
 
   def wait(self) -> None:

@@ -7,6 +7,7 @@ the final evaluation go through the one evaluator (`revgm_jax.evaluation`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import jax
@@ -74,12 +75,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   distributed.initialize(config.distributed)  # a no-op for a single-process run
   workdir = os.path.abspath(workdir)
-  main = jax.process_index() == 0
-  with workdir_lock.hold(workdir, enabled=main), stop_signal.catch(jax.process_count() > 1):
-    if overwrite and main:
-      workdir_lib.clear(workdir)
-    workdir_lib.check_same_run(workdir, config)
-    return _train_and_evaluate(config, workdir, main)
+  with stop_signal.catch(jax.process_count() > 1), _claim(workdir, config, overwrite):
+    return _train_and_evaluate(config, workdir, jax.process_index() == 0)
+
+
+@contextlib.contextmanager
+def _claim(workdir: str, config: ml_collections.ConfigDict, overwrite: bool):
+  """Process 0 holds the workdir's lock, deletes its run on `overwrite` and checks that the run
+  it holds has the same config; if not, every process raises process 0's error (the others
+  would otherwise train on into a collective that never completes)."""
+  with contextlib.ExitStack() as stack:
+    caught = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lock.hold(workdir))
+        if overwrite:
+          workdir_lib.clear(workdir)
+        workdir_lib.check_same_run(workdir, config)
+      except (workdir_lib.WorkdirError, workdir_lib.WriteError) as e:
+        caught = e
+    error = distributed.from_process_0(
+        caught and [isinstance(caught, workdir_lib.WriteError), str(caught)])
+    if caught:
+      raise caught
+    if error:
+      raise (workdir_lib.WriteError if error[0] else workdir_lib.WorkdirError)(error[1])
+    yield
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: bool) -> dict:

@@ -33,14 +33,8 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def hold(workdir: str, enabled: bool = True):
-  """Holds WORKDIR/lock for the duration; raises WorkdirBusyError if another process holds it.
-
-  enabled=False (the processes other than 0 of a job) holds nothing.
-  """
-  if not enabled:
-    yield
-    return
+def hold(workdir: str):
+  """Holds WORKDIR/lock for the duration; raises WorkdirBusyError if another process holds it."""
   workdir_lib.make(workdir)
   path = os.path.join(workdir, workdir_lib.LOCK_FILE)
   with workdir_lib.writing(path):

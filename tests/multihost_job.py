@@ -1,6 +1,7 @@
 """One process of the jobs that tests/test_multihost.py starts with revgm_jax.launch_local.
 
-  multihost_job.py collectives         the job's shape, a cross-process psum and allgather
+  multihost_job.py collectives         the job's shape, a cross-process psum and allgather, the
+                                       values processes agree on
   multihost_job.py fail raise|exit3    p1 raises (or dies with status 3); p0 waits
   multihost_job.py zoo OUT OVERRIDES   a tiny zoo (JSON overrides) built together into OUT/shared
                                        (twice), and into OUT/disk_<i> (disks not shared)
@@ -33,6 +34,8 @@ def collectives():
   assert float(total.addressable_data(0)[0]) == sum(d.id for d in jax.devices()), total
   ids = multihost_utils.process_allgather(np.array([jax.process_index()]), tiled=True)
   assert ids.tolist() == [0, 1], ids
+  assert distributed.process_values(10 + jax.process_index()) == [10, 11]
+  assert distributed.from_process_0({"from": jax.process_index()}) == {"from": 0}
   print("collectives ok", flush=True)
 
 

@@ -1,5 +1,5 @@
 """Orbax checkpoints of a workdir: keep-N, best manager, restore onto other device counts, a
-failed write."""
+failed write, the step the processes of a job agree on."""
 
 import errno
 import os
@@ -14,7 +14,7 @@ import pytest
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from revgm_jax import checkpointing, labels
+from revgm_jax import checkpointing, distributed, labels
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.sharding import make_mesh
 from revgm_jax.steps import TrainState
@@ -140,3 +140,20 @@ def test_a_write_that_fails_in_orbax_s_thread_is_named_at_the_next_save_or_wait(
     ckpt.wait()
   ckpt.close()
   assert not os.path.exists(tmp_path / "latest" / "7")  # nothing half-written passes for a step
+
+
+def test_a_step_that_fails_on_another_process_is_given_up_by_all(tmp_path, monkeypatch):
+  """Every process resumes from the same step: here another process (simulated) fails to
+  restore step 4 and restores 2, so this process restores 2 as well and moves 4 aside."""
+  mesh = make_mesh(jax.devices()[:1])
+  ckpt = checkpointing.Checkpoints(str(tmp_path), every_steps=2, keep=3)
+  for step in (2, 4):
+    ckpt.save(_state(mesh).replace(step=jnp.int32(step)), {"step": step})
+  ckpt.close()
+  monkeypatch.setattr(distributed, "process_values", lambda v: [v, min(v, 2)])
+  ckpt = checkpointing.Checkpoints(str(tmp_path), every_steps=2, keep=3)
+  state, progress = ckpt.restore_latest(checkpointing.replicated_target(_state(mesh, 1), mesh))
+  assert (progress["step"], int(state.step)) == (2, 2)
+  assert list(ckpt.latest.all_steps()) == [2]
+  assert os.path.isdir(tmp_path / "corrupt" / "latest-4")
+  ckpt.close()

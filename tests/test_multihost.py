@@ -16,7 +16,7 @@ import pytest
 
 import gm_folders
 import tiny_run
-from revgm_jax import config_utils, distributed, sharding
+from revgm_jax import config_utils, distributed, sharding, workdir_lock
 from revgm_jax.zoo import build, presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,12 +26,17 @@ ZOO = {"num_random_gms": 4, "num_trained_gms": 0, "images_per_gm": 4, "real_imag
 _TIMING = {"seconds", "gm_seconds", "last_run_wall_seconds"}
 
 
+def launch_cmd(*command: str, processes: int = 2, devices: int = 2, grace_s: float = 10.0):
+  """`command` (a .py script and its arguments) as a job of `processes` x `devices`."""
+  return [sys.executable, "-m", "revgm_jax.launch_local", f"--processes={processes}",
+          f"--devices_per_process={devices}", f"--grace_s={grace_s}", "--", *command]
+
+
 def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0, processes: int = 2,
            devices: int = 2):
   """Runs tests/multihost_job.py as a job of `processes` x `devices`: (exit status, stdout,
   stderr, seconds)."""
-  cmd = [sys.executable, "-m", "revgm_jax.launch_local", f"--processes={processes}",
-         f"--devices_per_process={devices}", f"--grace_s={grace_s}", "--", JOB, *job_args]
+  cmd = launch_cmd(JOB, *job_args, processes=processes, devices=devices, grace_s=grace_s)
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
   start = time.monotonic()
   with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -115,21 +120,28 @@ def test_processes_build_a_zoo_together_equal_to_one_process_build(tmp_path):
 # processes read them. Runs: 1 process x 4 devices (the reference), 2 x 2 killed before step 4
 # (p1 SIGKILLed), that workdir resumed by 1 x 4, and the reference evaluated by 2 x 2.
 
+# Adam's first steps are sign-like (m / sqrt(v) = +-1): round-off in a near-zero gradient would
+# flip a whole step. A large eps makes them proportional to the gradient, so the comparison
+# measures the layouts' round-off instead of amplifying it.
+TRAIN = {"eval.figures": False, "optim.eps": 1.0, "optim.lr": 0.01}
+OVERRIDES = {"data.input_shards": 2, "data.shards_per_gm": 2, **TRAIN}
+
 
 def _job(tmp_path, red116_dir, name, processes, **spec):
   root = tmp_path / "data"
   if not (root / "images").is_dir():
     gm_folders.write_layout(root / "images", tiny_run.GMS, tiny_run.IMAGES_PER_GM)
   spec = {"root": str(root), "labels": str(red116_dir), "workdir": str(tmp_path / name),
-          "overrides": {"data.input_shards": 2, "data.shards_per_gm": 2, **TRAIN}, **spec}
+          "overrides": OVERRIDES, **spec}
   return launch("train", json.dumps(spec), processes=processes, devices=4 // processes,
                 timeout=300)
 
 
-# Adam's first steps are sign-like (m / sqrt(v) = +-1): round-off in a near-zero gradient would
-# flip a whole step. A large eps makes them proportional to the gradient, so the comparison
-# measures the layouts' round-off instead of amplifying it.
-TRAIN = {"eval.figures": False, "optim.eps": 1.0, "optim.lr": 0.01}
+def _train_py(tmp_path, red116_dir, workdir, **run):
+  """train.py of the jobs' config on 2 x 2: (exit status, output) of `tiny_run.run`."""
+  config = tiny_run.config(str(tmp_path / "data"), red116_dir)
+  return tiny_run.run(launch_cmd("train.py", *tiny_run.train_py_args(config, **OVERRIDES),
+                                 f"--workdir={workdir}"), timeout=300, **run)
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +150,7 @@ def runs(tmp_path_factory, red116_dir):
   out = {"reference": _job(tmp, red116_dir, "reference", 1),
          "killed": _job(tmp, red116_dir, "killed", 2, kill_at=4)}
   out["resumed"] = _job(tmp, red116_dir, "killed", 1)
-  cmd = [sys.executable, "-m", "revgm_jax.launch_local", "--processes=2",
-         "--devices_per_process=2", "--", "eval.py", f"--workdir={tmp / 'reference'}",
-         f"--out_dir={tmp / 'eval_2x2'}"]
+  cmd = launch_cmd("eval.py", f"--workdir={tmp / 'reference'}", f"--out_dir={tmp / 'eval_2x2'}")
   start = time.monotonic()
   e = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   out["eval"] = (e.returncode, e.stdout, e.stderr, time.monotonic() - start)
@@ -180,6 +190,20 @@ def test_killed_process_stops_the_job_and_its_checkpoint_resumes_in_one_process(
   b = json.loads((tmp / "killed" / "results.json").read_text())
   for key in ("cont_l1", "net_f1", "loss_f1", "loss"):
     assert b["val_last"][key] == pytest.approx(a["val_last"][key], rel=1e-4), key
+
+
+@pytest.mark.multihost
+def test_a_refused_workdir_stops_every_process_with_the_same_line(tmp_path, red116_dir):
+  """Process 0 holds the lock and decides; the others raise its error instead of training on
+  into a collective (they hung for 30 s, then failed with a traceback)."""
+  workdir = tmp_path / "busy"
+  with workdir_lock.hold(str(workdir)):
+    status, output = _train_py(tmp_path, red116_dir, workdir)
+  assert status == 2, output
+  for p in ("p0", "p1"):
+    assert (f"[{p}] train.py: workdir {workdir} is in use by another run: pid {os.getpid()} on "
+            "host ") in output
+  assert "Traceback" not in output
 
 
 @pytest.mark.multihost
