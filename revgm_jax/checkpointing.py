@@ -80,11 +80,8 @@ class Checkpoints:
     if every_steps < 1 or keep < 1:
       raise ValueError(f"checkpoint_every_steps ({every_steps}) and keep_checkpoints ({keep}) "
                        "must be >= 1")
-    # Every `every_steps` steps and on preemption; not orbax's default extra save of the first
-    # step of a run.
-    policy = ocp.checkpoint_managers.AnySavePolicy([
-        ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
-        ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
+    # Every `every_steps` steps; not orbax's default extra save of the first step of a run.
+    policy = ocp.checkpoint_managers.FixedIntervalPolicy(every_steps)
     self.latest = ocp.CheckpointManager(
         workdir_lib.checkpoint_dir(workdir, workdir_lib.LATEST),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy))
@@ -93,11 +90,8 @@ class Checkpoints:
     self._saving: dict[ocp.CheckpointManager, int] = {}  # the step each manager is writing
 
   def should_save(self, step: int) -> bool:
-    """True every `every_steps` steps and when a preemption notice has arrived."""
+    """True every `every_steps` steps."""
     return self.latest.should_save(step)
-
-  def reached_preemption(self, step: int) -> bool:
-    return self.latest.reached_preemption(step)
 
   def save(self, state, progress: dict) -> None:
     """Saves `state` (a finite one: the caller checks) under its step, asynchronously."""

@@ -16,6 +16,10 @@ normal exit would wait in JAX's shutdown barrier for the other processes (5 minu
 wait for this one in their next collective, so the job would hang instead of failing. A failed
 process should therefore raise (or os._exit), not sys.exit(n), which still waits; a decision
 that stops the run is made alike on every process (`from_process_0`, `process_values`).
+
+JAX's preemption service is turned off: it installs a C SIGTERM handler whose agreed step never
+comes for a notice received before the first step or in a run resumed past step 1.
+`revgm_jax.stop_signal` catches SIGTERM itself, on every process, and agrees on the step.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ def initialize(cfg: ml_collections.ConfigDict | None = None) -> bool:
   except ValueError:
     raise ValueError(f"config.distributed.local_device_ids={ids!r}: expected comma-separated "
                      "integers such as '0,1'") from None
+  jax.config.update("jax_enable_preemption_service", False)
   if settings:
     jax.distributed.initialize(**settings, local_device_ids=device_ids,
                                cluster_detection_method="deactivate")

@@ -75,7 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   distributed.initialize(config.distributed)  # a no-op for a single-process run
   workdir = os.path.abspath(workdir)
-  with stop_signal.catch(jax.process_count() > 1), _claim(workdir, config, overwrite):
+  with stop_signal.catch(), _claim(workdir, config, overwrite):
     return _train_and_evaluate(config, workdir, jax.process_index() == 0)
 
 
@@ -166,6 +166,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
       pbar.set_postfix(loss=f"{mean['loss']:.4g}")
 
   pending = None
+  should_stop = stop_signal.make_check(mesh)
   try:
     for step in range(start_step + 1, total_steps + 1):
       state, device_metrics = train_step(state, next(train_iter), dropout_rng)
@@ -173,7 +174,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
         handle(*pending)  # the previous step: reading it now never stalls the device queue
       pending = (step, device_metrics)
       do_eval = step % config.eval_every_steps == 0 or step == total_steps
-      stop = stop_signal.received() or ckpt.reached_preemption(step)
+      stop = should_stop()
       do_save = ckpt.should_save(step) or step == total_steps or stop
       if not (do_eval or do_save):
         continue
@@ -198,7 +199,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
           ckpt.save(state, {"step": step, "best": best, "last_val": last_val})
         last_saved = step
       if stop:
-        why = stop_signal.received() or "preemption notice"
+        why = stop_signal.received() or "a signal to another process"
         logging.warning("%s: saved step %d, stopping", why, step)
         return {"preempted_at": step, "signal": why, "workdir": workdir}
   finally:  # also on an error: the saves already started hold verified, finite states

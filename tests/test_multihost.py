@@ -4,8 +4,11 @@ The tests that start jobs are marked `multihost` (`pytest -m multihost`) and are
 default suite. Every job has a timeout: a hung job fails its test instead of the suite.
 """
 
+import glob
 import json
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ import pytest
 
 import gm_folders
 import tiny_run
-from revgm_jax import config_utils, distributed, sharding, workdir_lock
+from revgm_jax import config_utils, distributed, sharding, stop_signal, workdir_lock
 from revgm_jax.zoo import build, presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -117,8 +120,10 @@ def test_processes_build_a_zoo_together_equal_to_one_process_build(tmp_path):
 
 # --- training across processes ----------------------------------------------------------------
 # Two input shards in every run: the global batches, and so the runs, do not depend on how many
-# processes read them. Runs: 1 process x 4 devices (the reference), 2 x 2 killed before step 4
-# (p1 SIGKILLed), that workdir resumed by 1 x 4, and the reference evaluated by 2 x 2.
+# processes read them. Runs: 1 process x 4 devices (the reference); 2 x 2 killed before step 4
+# (p1 SIGKILLed); that workdir continued by train.py on 2 x 2, whose launcher gets a SIGTERM (a
+# scheduler's stop) once both processes have resumed; that workdir finished by 1 x 4; the
+# reference evaluated by 2 x 2.
 
 # Adam's first steps are sign-like (m / sqrt(v) = +-1): round-off in a near-zero gradient would
 # flip a whole step. A large eps makes them proportional to the gradient, so the comparison
@@ -144,11 +149,20 @@ def _train_py(tmp_path, red116_dir, workdir, **run):
                                  f"--workdir={workdir}"), timeout=300, **run)
 
 
+def _resumed_everywhere(workdir, processes=2):
+  """True once every process of a train.py job has logged that it resumed (its signal handler
+  is set by then)."""
+  logs = glob.glob(os.path.join(workdir, "train.*.log.INFO.*"))
+  return sum("resumed from step" in pathlib.Path(p).read_text() for p in logs) == processes
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, red116_dir):
   tmp = tmp_path_factory.mktemp("multihost_train")
   out = {"reference": _job(tmp, red116_dir, "reference", 1),
          "killed": _job(tmp, red116_dir, "killed", 2, kill_at=4)}
+  out["stopped"] = _train_py(tmp, red116_dir, tmp / "killed", sig=signal.SIGTERM,
+                             until=lambda _: _resumed_everywhere(tmp / "killed"))
   out["resumed"] = _job(tmp, red116_dir, "killed", 1)
   cmd = launch_cmd("eval.py", f"--workdir={tmp / 'reference'}", f"--out_dir={tmp / 'eval_2x2'}")
   start = time.monotonic()
@@ -184,12 +198,29 @@ def test_killed_process_stops_the_job_and_its_checkpoint_resumes_in_one_process(
   assert seconds < 200  # p0, blocked in a collective, was stopped instead of hanging
   # 2 processes x 2 devices took the same 2 steps as 1 process x 4 devices ...
   _assert_close(_variables(tmp / "killed", 2), _variables(tmp / "reference", 2))
-  # ... and resumed from there by 1 process, the run ends where the reference ended.
+  # ... and resumed from there (by train.py on 2 x 2 to its SIGTERM, then by 1 process), the
+  # run ends where the reference ended.
   _assert_close(_variables(tmp / "killed", 4), _variables(tmp / "reference", 4))
   a = json.loads((tmp / "reference" / "results.json").read_text())
   b = json.loads((tmp / "killed" / "results.json").read_text())
   for key in ("cont_l1", "net_f1", "loss_f1", "loss"):
     assert b["val_last"][key] == pytest.approx(a["val_last"][key], rel=1e-4), key
+
+
+@pytest.mark.multihost
+def test_sigterm_to_the_launcher_stops_every_process_at_the_same_saved_step(runs):
+  tmp, out = runs
+  status, output = out["stopped"]
+  assert status == stop_signal.EXIT_STOPPED, output
+  assert "launch_local: SIGTERM: passed on to every process as SIGTERM" in output
+  saved = dict(re.findall(r"\[(p\d)\] .*SIGTERM: saved step (\d+), stopping", output))
+  assert sorted(saved) == ["p0", "p1"] and len(set(saved.values())) == 1, output
+  step = int(saved["p0"])
+  assert 2 < step <= 4 and (tmp / "killed" / "latest" / str(step)).is_dir()  # resumed from 2
+  assert (f"[p0] stopped by SIGTERM: saved step {step} in {tmp / 'killed'}; rerun the same "
+          "command to continue") in output
+  assert "Traceback" not in output
+  assert "[p0] train ok" in out["resumed"][1]  # and the run ends as the reference (above)
 
 
 @pytest.mark.multihost

@@ -152,8 +152,6 @@ def test_ctrl_c_is_noted_once_then_acts_at_once():
     with pytest.raises(KeyboardInterrupt):
       os.kill(os.getpid(), signal.SIGINT)
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-  with stop_signal.catch(multiprocess=True):  # JAX's preemption service has SIGTERM there
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and not stop_signal.received()
 
 
 # --- 5. inputs --------------------------------------------------------------------------------
