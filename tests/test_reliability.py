@@ -2,6 +2,7 @@
 workdir, odd images, bad values, nothing to parse, a full disk, an unwritable workdir (the
 README's catalogue)."""
 
+import glob
 import json
 import os
 import shutil
@@ -68,6 +69,23 @@ def test_only_run_fields_count_and_clear_removes_the_run(tiny, tmp_path):
   copy = _copy(workdir, tmp_path / "w")
   workdir_lib.clear(copy)
   assert sorted(os.listdir(copy)) == ["lock"] and not workdir_lib.is_workdir(copy)
+
+
+def test_overwrite_trains_afresh_under_another_config_and_keeps_the_logs(tiny, tmp_path):
+  workdir, config = tiny
+  copy = _copy(workdir, tmp_path / "w")
+  old_log = os.path.join(copy, "train.vm.root.log.INFO.20000101-000000.1")
+  with open(old_log, "w") as f:
+    f.write("the log of the first run\n")
+  (old_events,) = glob.glob(os.path.join(copy, workdir_lib.EVENTS_GLOB))
+  status, out = tiny_run.run(tiny_run.train_py(config, copy, "--config.seed=1",
+                                               "--config.num_train_steps=2", "--overwrite"))
+  assert status == 0, out
+  assert workdir_lib.load_config(copy).seed == 1
+  with open(workdir_lib.results_path(copy)) as f:
+    assert json.load(f)["last_step"] == 2
+  assert sorted(os.listdir(os.path.join(copy, "latest"))) == ["2"]  # step 4 of the old run gone
+  assert not os.path.exists(old_events) and os.path.exists(old_log)
 
 
 def test_evaluating_with_the_config_of_another_model_names_the_field(tiny):
