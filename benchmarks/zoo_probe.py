@@ -6,12 +6,13 @@ Prints, on the zoo of a preset (the default zoo unless --zoo is given; built or 
   - attribution: which GM made an image (first half of each GM's images train, second half test);
   - leave-GM-out parsing of the up-sampling type (4 native kinds and the 2 label classes), the
     normalisation type (4), trained vs random-init, and the loss groups (trained GMs only, one
-    binary task per group): GroupKFold over GMs, so test GMs are never seen in training;
+    binary task per group): GroupKFold over GMs, so test GMs are never seen in training; for the
+    loss groups over cohorts (GMs of one architecture), so a test GM's architecture is unseen;
 each beside chance: the accuracy of always answering the most frequent class (1 / number of
 GMs for attribution).
 
   python benchmarks/zoo_probe.py                      # default zoo (cached after the 1st build)
-  python benchmarks/zoo_probe.py --zoo DIR --preset tiny
+  python benchmarks/zoo_probe.py --zoo DIR          # a finished zoo of any config
 """
 
 import argparse
@@ -98,8 +99,14 @@ def main():
   parser.add_argument("--folds", type=int, default=6, help="GroupKFold folds over GMs")
   args = parser.parse_args()
   warnings.filterwarnings("ignore", category=ConvergenceWarning)
-  cfg = presets.get_preset(args.preset)
-  out = build.build_zoo(cfg, args.zoo or build.default_zoo_dir(cfg))
+  if args.zoo:
+    if not os.path.exists(os.path.join(args.zoo, build.SUMMARY_FILE)):
+      parser.error(f"--zoo {args.zoo}: not a finished zoo (no {build.SUMMARY_FILE}); build it "
+                   "with python -m revgm_jax.zoo build")
+    out = args.zoo
+  else:
+    cfg = presets.get_preset(args.preset)
+    out = build.build_zoo(cfg, build.default_zoo_dir(cfg))
   start = time.time()
   gt, x, rows = load_zoo(out, args.images_per_gm)
   index = _read_index(out)
@@ -109,20 +116,25 @@ def main():
   print(f"{'attribution over GMs (held-out images of each GM)':58s} {k:7d} {acc:6.3f} "
         f"{chance:6.3f}")
 
-  tasks = [("up-sampling kind (4 native kinds)", np.array(index["upsampling"]), None),
-           ("up-sampling type (label: learned / interp.)", gt.net[:, 12].astype(int), None),
-           ("normalisation type (none/batch/inst./layer)", gt.net[:, 9].astype(int), None)]
+  tasks = [("up-sampling kind (4 native kinds), leave-GM-out", np.array(index["upsampling"]), None),
+           ("up-sampling type (learned / interp.), leave-GM-out", gt.net[:, 12].astype(int), None),
+           ("normalisation type (4), leave-GM-out", gt.net[:, 9].astype(int), None)]
   trained = gt.loss.sum(1) > 0
-  tasks.append(("trained (any loss) vs random-init", trained.astype(int), None))
+  tasks.append(("trained (any loss) vs random-init, leave-GM-out", trained.astype(int), None))
+  # GMs of one cohort share an architecture: hold them out together.
+  cohort = np.array([int(c) if c else -1 - r for r, c in enumerate(index.get("cohort", []))]
+                    if "cohort" in index else -1 - np.arange(len(gt)))
   for g, name in enumerate(gt.space.group_names):
-    tasks.append((f"loss group '{name}' (trained GMs)", gt.loss_group[:, g], trained))
+    tasks.append((f"loss group '{name}' (trained GMs, leave-cohort-out)", gt.loss_group[:, g],
+                  trained))
   for name, y_all, gms in tasks:
     keep = np.ones(len(gt), bool) if gms is None else gms
     sel = keep[rows]
     y = np.asarray(y_all)[rows[sel]]
-    acc = leave_gm_out(x[sel], y, rows[sel], min(args.folds, int(keep.sum())))
+    groups = (rows if gms is None else cohort[rows])[sel]
+    acc = leave_gm_out(x[sel], y, groups, min(args.folds, len(np.unique(groups))))
     _, counts = np.unique(y, return_counts=True)
-    print(f"{name + ', leave-GM-out':58s} {len(counts):7d} {acc:6.3f} "
+    print(f"{name:58s} {len(counts):7d} {acc:6.3f} "
           f"{counts.max() / len(y):6.3f}")
   print(f"probe time {time.time() - start:.0f} s")
 

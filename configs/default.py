@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.test_set = 1  # leave-out test set 1..4
   config.data.test_gms = ""  # comma-separated GM names; overrides test_set
   config.data.num_val_gms = 4  # training GMs held out for model selection
+  config.data.max_train_gms = 0  # > 0: train on that many (nested subsets; scaling study)
   config.data.max_images_per_gm = 0  # 0 = all
   config.data.shuffle_buffer = 8192
   # Independent training streams, dealt evenly to the processes (0: one per process). Fix it to
@@ -133,6 +134,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 10
     config.eval.k_images = (1, 2, 5)
     config.eval.figures = False
+  elif arg.preset == "large":  # the generalisation study (experiments/leave_out.py, scaling.py)
+    config.data.zoo = zoo_presets.get_preset("large")
+    config.data.num_val_gms = 12
+    config.num_epochs = 2
   elif arg.preset != "default":
-    raise ValueError(f"unknown preset {arg.preset!r} of configs/default.py; use default or tiny")
+    raise ValueError(f"unknown preset {arg.preset!r} of configs/default.py; use default, tiny "
+                     "or large")
   return config

@@ -388,7 +388,7 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
     return Datasets(label_rows=None, **common,
                     **classes.class_split(config, gt.subset(present), test_gms, data))
   split = labels.split_gms(gt.subset(present), config.data.test_set, test_gms,
-                           config.data.num_val_gms, config.seed)
+                           config.data.num_val_gms, config.seed, config.data.max_train_gms)
   data.check_gms(split["test"], "test")
   if config.loss.class_weights_from not in ("all", "train"):
     raise ValueError(f"config.loss.class_weights_from={config.loss.class_weights_from!r}; "

@@ -359,11 +359,14 @@ def class_weights(gt: GroundTruth, rows: Sequence[int] | None = None) -> dict[st
 
 
 def split_gms(gt: GroundTruth, test_set: int = 1, test_gms: Sequence[str] = (),
-              num_val_gms: int = 0, seed: int = 0) -> dict[str, list[str]]:
+              num_val_gms: int = 0, seed: int = 0, max_train_gms: int = 0
+              ) -> dict[str, list[str]]:
   """Leave-out split by GM: {"train", "val", "test"} lists of GM names.
 
   test_gms (explicit names) overrides `test_set`. The validation GMs are held-out *training*
   GMs (for model selection), drawn with `seed`; test GMs never enter train or val.
+  max_train_gms > 0 keeps that many training GMs: a prefix of one fixed order of them, so
+  the subsets of a GM-count study are nested and share their test and validation GMs.
   """
   test = list(test_gms) if test_gms else gt.test_gms(test_set)
   for n in test:
@@ -373,7 +376,12 @@ def split_gms(gt: GroundTruth, test_set: int = 1, test_gms: Sequence[str] = (),
     raise ValueError(f"num_val_gms={num_val_gms} leaves no training GM ({len(rest)} non-test GMs)")
   perm = np.random.default_rng(seed).permutation(len(rest))
   val = sorted(rest[i] for i in perm[:num_val_gms])
-  train = [n for n in rest if n not in set(val)]
+  order = [rest[i] for i in perm[num_val_gms:]]
+  if max_train_gms > len(order):
+    raise ValueError(f"config.data.max_train_gms={max_train_gms}: only {len(order)} training "
+                     "GMs (besides the validation and test GMs)")
+  keep = set(order[:max_train_gms] if max_train_gms > 0 else order)
+  train = [n for n in rest if n in keep]
   return {"train": train, "val": val, "test": test}
 
 

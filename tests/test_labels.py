@@ -166,6 +166,19 @@ def test_validation_gms_are_training_gms(red116_dir):
     labels.split_gms(gt, test_gms=["NOT_A_GM"])
 
 
+def test_fewer_training_gms_are_nested_subsets_with_the_same_val_and_test(red116_dir):
+  gt = labels.load_ground_truth(red116_dir, "red116")
+  full = labels.split_gms(gt, test_set=2, num_val_gms=8, seed=3)
+  subsets = [labels.split_gms(gt, test_set=2, num_val_gms=8, seed=3, max_train_gms=n)
+             for n in (10, 40, len(full["train"]))]
+  assert [len(s["train"]) for s in subsets] == [10, 40, len(full["train"])]
+  assert set(subsets[0]["train"]) < set(subsets[1]["train"]) < set(full["train"])
+  assert subsets[2] == full
+  assert all((s["val"], s["test"]) == (full["val"], full["test"]) for s in subsets)
+  with pytest.raises(ValueError, match=f"max_train_gms=500: only {len(full['train'])} training"):
+    labels.split_gms(gt, test_set=2, num_val_gms=8, seed=3, max_train_gms=500)
+
+
 def _write_labels(tmp_path, gt, **changes):
   d = tmp_path / "labels"
   labels.write_ground_truth(d, gt)

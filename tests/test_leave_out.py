@@ -1,29 +1,14 @@
 """experiments/leave_out.py: one run per leave-out set, the summary over the sets, resumption."""
 
 import json
-import os
 import subprocess
-import sys
 
-import gm_folders
 import tiny_run
-
-SCRIPT = os.path.join(tiny_run.REPO, "experiments", "leave_out.py")
 
 
 def _leave_out(tmp_path, red116_dir, *extra):
-  root = tmp_path / "data"
-  if not (root / "images").is_dir():
-    gm_folders.write_layout(root / "images", tiny_run.GMS, tiny_run.IMAGES_PER_GM)
-  overrides = {"data.source": "folder", "data.image_dir": root / "images",
-               "data.labels_dir": red116_dir, "data.tfds_dir": root / "tfds",
-               "data.space": "red116", "data.shards_per_gm": 1, "data.num_val_gms": 1,
-               "data.shuffle_buffer": 32, "image_size": 16, "num_train_steps": 2,
-               "eval_every_steps": 2, "checkpoint_every_steps": 2, "log_every_steps": 2,
-               "eval.retrieval_images_per_gm": 4, "eval.figures": False}
-  cmd = [sys.executable, SCRIPT, f"--config={tiny_run.TINY}", "--sets=1,2",
-         f"--out_dir={tmp_path / 'out'}", *(f"--config.{k}={v}" for k, v in overrides.items()),
-         *extra]
+  cmd = tiny_run.experiment_cmd("leave_out.py", tmp_path, red116_dir, "--sets=1,2",
+                                f"--out_dir={tmp_path / 'out'}", *extra)
   return subprocess.run(cmd, cwd=tiny_run.REPO, capture_output=True, text=True, timeout=600)
 
 

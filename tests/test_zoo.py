@@ -92,22 +92,26 @@ def test_labels_from_the_built_model_match_hand_counts(spec, expected, classes):
   assert G.discrete_labels(spec) == classes
 
 
-def test_plan_is_deterministic_balanced_and_mixes_families():
+def test_plan_is_deterministic_and_every_test_set_measures_every_loss_column():
   cfg = presets.get_preset("default")
   gms = plan.make_plan(cfg)
   assert gms == plan.make_plan(cfg)
-  assert sum(gm.trained for gm in gms) >= 12 and len(gms) >= 60
   trained = [gm for gm in gms if gm.trained]
-  counts = {n: sum(n in gm.losses for gm in trained) for n in plan.LOSS_NAMES}
-  assert min(counts.values()) >= 2 and max(counts.values()) - min(counts.values()) <= 1
-  assert any(len(gm.losses) == 1 for gm in trained) and any(len(gm.losses) > 1 for gm in trained)
+  assert len(trained) == cfg.num_trained_gms and len(gms) >= 60
+  for c in {gm.cohort for gm in trained}:  # one architecture, the 10 loss types split up
+    members = [gm for gm in trained if gm.cohort == c]
+    assert len(members) == cfg.cohort_size and len({gm.spec for gm in members}) == 1
+    assert len({gm.test_set for gm in members}) == 1  # held out together
+    assert sorted(n for gm in members for n in gm.losses) == sorted(plan.LOSS_NAMES)
+    assert all(plan.is_valid_loss_set(gm.losses) for gm in members)
   for k in range(1, 5):
     members = [gm for gm in gms if gm.test_set == k]
-    assert len({gm.family for gm in members}) >= 2
-    assert any(gm.trained for gm in members) and any(not gm.trained for gm in members)
-  for field in ("upsampling", "norm", "last_nonlin", "block_nonlin"):
+    assert {n for gm in members for n in gm.losses} == set(plan.LOSS_NAMES)
+    assert any(not gm.trained for gm in members)
+  for field in ("upsampling", "norm", "last_nonlin", "block_nonlin", "skip_scale"):
     values = [getattr(gm.spec, field) for gm in gms if not gm.trained]
     assert max(map(values.count, set(values))) - min(map(values.count, set(values))) <= 1
+  assert {gm.init_gain for gm in gms} == set(cfg.init_gains)
 
 
 def test_bad_config_names_the_field():

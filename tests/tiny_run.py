@@ -1,5 +1,6 @@
-"""A tiny trained workdir for the evaluation and parse tests, trained once per test session,
-and the train.py command of its config, run as the kill tests need (`run`).
+"""A tiny trained workdir for the evaluation and parse tests, trained once per test session;
+the train.py and experiments/ command lines of its config, and `run`, which runs one as the
+kill tests need.
 
 8 GMs of random images with RED116 labels (5 train, 1 validation, the 2 of test set 1 present),
 16 x 16 pixels, the `:tiny` model, a few steps of `train_lib.train_and_evaluate`.
@@ -50,13 +51,18 @@ def config(root, red116_dir, **more):
   return config_utils.load_config(TINY, {**overrides(root, red116_dir), **more})
 
 
+def _flags(overrides_: dict) -> list[str]:
+  """--config=TINY and {"dotted.field": value} as --config.X=V flags."""
+  return [f"--config={TINY}"] + [
+      f"--config.{k}=" + (",".join(map(str, v)) if isinstance(v, tuple) else str(v))
+      for k, v in overrides_.items()]
+
+
 def train_py_args(c, **more) -> list[str]:
   """train.py's flags for the config `c` made by `config` (its overrides, and `more` given to
   `config`, as --config.X=V)."""
   root = os.path.dirname(c.data.image_dir)
-  return [f"--config={TINY}"] + [
-      f"--config.{k}=" + (",".join(map(str, v)) if isinstance(v, tuple) else str(v))
-      for k, v in {**overrides(root, c.data.labels_dir), **more}.items()]
+  return _flags({**overrides(root, c.data.labels_dir), **more})
 
 
 def train_py(c, workdir, *flags) -> list[str]:
@@ -86,6 +92,16 @@ def run(cmd: list[str], until=None, sig=signal.SIGKILL, timeout: float = 600.0
   os.killpg(proc.pid, signal.SIGKILL)
   proc.wait()
   pytest.fail(f"{cmd[:4]} ran over {timeout} s:\n{out.decode(errors='replace')[-5000:]}")
+
+
+def experiment_cmd(script: str, tmp_path, red116_dir, *extra) -> list[str]:
+  """The command line of an experiments/ script on the tiny GM folders, 2 steps per run."""
+  root = tmp_path / "data"
+  if not (root / "images").is_dir():
+    gm_folders.write_layout(root / "images", GMS, IMAGES_PER_GM)
+  more = {"num_train_steps": 2, "eval_every_steps": 2, "eval.figures": False}
+  return [sys.executable, os.path.join(REPO, "experiments", script),
+          *_flags({**overrides(str(root), red116_dir), **more}), *extra]
 
 
 _RUNS = {}

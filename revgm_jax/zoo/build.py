@@ -45,7 +45,7 @@ from revgm_jax.zoo.generators import Generator, init_variables, variable_shapes
 from revgm_jax.zoo.sampling import calibrated, sample_images
 from revgm_jax.zoo.training import TrainSetup, train_gm
 
-ZOO_VERSION = 1  # bump when a change of the code changes what a config builds
+ZOO_VERSION = 2  # bump when a change of the code changes what a config builds
 CONFIG_FILE = "zoo_config.json"
 SUMMARY_FILE = "zoo_summary.json"
 GMS_DIR, REAL_DIR, META_DIR = "gms", "real", "meta"
@@ -85,14 +85,16 @@ def validate(cfg: ml_collections.ConfigDict):
     raise ValueError("zoo config: num_random_gms + num_trained_gms must be >= 1")
   if not 0.0 <= cfg.test_fraction <= 1.0:
     bad("test_fraction", "must be in [0, 1]")
-  if not cfg.loss_set_sizes or not set(cfg.loss_set_sizes) <= {1, 2, 3}:
-    bad("loss_set_sizes", "must hold sizes from 1 to 3")
+  if cfg.cohort_size < 4:
+    bad("cohort_size", "must be >= 4 (a cohort holds the 4 adversarial losses, one per GM)")
+  if cfg.num_trained_gms % cfg.cohort_size:
+    bad("num_trained_gms", f"must be a multiple of cohort_size={cfg.cohort_size}")
   if not cfg.num_blocks or not all(2 <= b <= 4 for b in cfg.num_blocks):
     bad("num_blocks", "must hold block counts from 2 to 4")
   for field in ("widths", "convs_per_block", "trained_widths", "trained_convs_per_block",
-                "latent_dims"):
-    if not cfg[field] or min(cfg[field]) < 1:
-      bad(field, "must be a non-empty tuple of positive integers")
+                "latent_dims", "init_gains", "output_stds", "skip_scales", "norm_eps"):
+    if not cfg[field] or min(cfg[field]) <= 0:
+      bad(field, "must be a non-empty tuple of positive numbers")
 
 
 def _write_json(path: str, data: dict):
@@ -171,22 +173,22 @@ def build_gm(cfg, gm: P.GMPlan, pool: tuple[np.ndarray, np.ndarray] | None
   spec, n = gm.spec, cfg.images_per_gm
   rng = np.random.default_rng(gm.seed)
   shapes = variable_shapes(Generator(spec), jnp.zeros((1, spec.latent_size)), train=False)
-  variables = init_variables(shapes, rng)
+  variables = init_variables(shapes, rng, gm.init_gain)
   z_calib = rng.standard_normal((_CALIB_LATENTS, spec.latent_size)).astype(np.float32)
   record = {"name": gm.name, "family": gm.family, "losses": list(gm.losses)}
   if not gm.trained:
     z = rng.standard_normal((n, spec.latent_size)).astype(np.float32)
-    return sample_images(spec, variables, z, z_calib, calibrate_first=True), record
+    return sample_images(spec, variables, z, z_calib, True, gm.output_std), record
   images_pool, ids = pool
   num_classes = min(len(real.source_paths()), spec.latent_size)
   setup = TrainSetup(spec, gm.losses, gm.critic or "conv3", gm.encoder or "conv3",
                      num_classes, cfg.batch_size, cfg.lr)
-  variables, mean, std, terms = train_gm(setup, calibrated(spec, variables, z_calib, n),
+  variables, mean, std, terms = train_gm(setup, calibrated(spec, variables, z_calib, n, gm.output_std),
                                          images_pool, ids % num_classes, gm.seed,
                                          cfg.train_steps)
   record["final_loss_terms"] = terms
   z = (mean + std * rng.standard_normal((n, spec.latent_size))).astype(np.float32)
-  return sample_images(spec, variables, z, z_calib, calibrate_first=False), record
+  return sample_images(spec, variables, z, z_calib, False, gm.output_std), record
 
 
 def _finalize(cfg, plan: list[P.GMPlan], out_dir: str, wall: float) -> dict:

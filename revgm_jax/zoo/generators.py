@@ -85,6 +85,10 @@ class GeneratorSpec:
   fc_latent: bool = True
   latent_dim: int = 64
   max_channels: int = 256
+  # How the code is written, not labelled (real GMs differ in it; the parser must not key on
+  # one convention): the factor a skip sum is scaled by, and the norms' epsilon.
+  skip_scale: float = 1.0
+  norm_eps: float = 1e-5
 
   def __post_init__(self):
     for field, value, choices in (("upsampling", self.upsampling, UPSAMPLING),
@@ -193,13 +197,13 @@ class Interpolate(nn.Module):
     return jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear")
 
 
-def _norm(kind: str, train: bool, momentum: float):
+def _norm(kind: str, train: bool, momentum: float, eps: float):
   if kind == "batch":
-    return nn.BatchNorm(use_running_average=not train, momentum=momentum)
+    return nn.BatchNorm(use_running_average=not train, momentum=momentum, epsilon=eps)
   if kind == "instance":
-    return nn.InstanceNorm()
+    return nn.InstanceNorm(epsilon=eps)
   if kind == "layer":
-    return nn.LayerNorm(reduction_axes=(-3, -2, -1))
+    return nn.LayerNorm(reduction_axes=(-3, -2, -1), epsilon=eps)
   return None
 
 
@@ -214,7 +218,7 @@ class UpBlock(nn.Module):
     s, act = self.spec, _ACTIVATIONS[self.spec.block_nonlin]
 
     def norm_act(h):
-      norm = _norm(s.norm, train, self.bn_momentum)
+      norm = _norm(s.norm, train, self.bn_momentum, s.norm_eps)
       return act(norm(h) if norm is not None else h)
 
     if s.upsampling == "transposed":
@@ -227,7 +231,7 @@ class UpBlock(nn.Module):
     for _ in range(s.convs_per_block - 1):
       h = norm_act(nn.Conv(self.features, (3, 3))(h))
     if s.skip:
-      h = h + nn.Conv(self.features, (1, 1))(Interpolate("nearest")(x))
+      h = (h + nn.Conv(self.features, (1, 1))(Interpolate("nearest")(x))) * s.skip_scale
     return h
 
 
@@ -247,7 +251,7 @@ class Generator(nn.Module):
       h = nn.Dense(s0 * s0 * ch[0])(z).reshape(-1, s0, s0, ch[0])
     else:
       h = nn.Conv(ch[0], (3, 3))(z.reshape(-1, s0, s0, s.noise_channels))
-    norm = _norm(s.norm, train, self.bn_momentum)
+    norm = _norm(s.norm, train, self.bn_momentum, s.norm_eps)
     h = _ACTIVATIONS[s.block_nonlin](norm(h) if norm is not None else h)  # [B, s0, s0, C0]
     for b in range(s.num_blocks):
       h = UpBlock(s, ch[b + 1], self.bn_momentum)(h, train)

@@ -7,7 +7,6 @@ every resumed build agrees on the plan.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 
 import numpy as np
@@ -33,6 +32,9 @@ class GMPlan:
   critic: str
   encoder: str
   test_set: int  # 1..4, 0 = always training
+  init_gain: float  # He-normal gain of the initial kernels (not a label: a code convention)
+  output_std: float  # pre-activation output std the initial generator is calibrated to
+  cohort: int = -1  # trained GMs: its cohort (GMs of one architecture); -1: none
 
   @property
   def trained(self) -> bool:
@@ -52,45 +54,26 @@ def family_of(losses: tuple[str, ...]) -> str:
   return "mmd" if "mmd" in losses else "classifier"
 
 
-def valid_loss_sets(max_size: int) -> list[tuple[str, ...]]:
-  """Loss sets a GM can be trained with: at most one adversarial and one pixel reconstruction
-  loss, and KL (a VAE) only beside a reconstruction loss."""
-  out = []
-  for size in range(1, max_size + 1):
-    for combo in itertools.combinations(LOSS_NAMES, size):
-      adv = sum(n in L.ADVERSARIAL for n in combo)
-      rec = sum(n in L.RECONSTRUCTION for n in combo)
-      if adv <= 1 and rec <= 1 and ("kl" not in combo or rec == 1):
-        out.append(combo)
-  return out
+def is_valid_loss_set(losses) -> bool:
+  """A GM can be trained with at most one adversarial and one pixel reconstruction loss, and
+  with KL (a VAE) only beside a reconstruction loss."""
+  adv = sum(n in L.ADVERSARIAL for n in losses)
+  rec = sum(n in L.RECONSTRUCTION for n in losses)
+  return bool(losses) and adv <= 1 and rec <= 1 and ("kl" not in losses or rec == 1)
 
 
-def balanced_loss_sets(n: int, sizes: tuple[int, ...], rng: np.random.Generator,
-                       restarts: int = 64) -> list[tuple[str, ...]]:
-  """n loss sets, sizes cycling through `sizes`, with loss columns about equally frequent.
-
-  Each set is chosen greedily to raise the rarest columns (ties broken at random); of
-  `restarts` such draws the one with the most evenly covered columns is kept (fewest absent
-  columns, then the smallest spread of counts), so every column occurs, alone and in
-  combinations, whenever n and the sizes allow it.
-  """
-  candidates = valid_loss_sets(max(sizes))
-  cols = [np.array([LOSS_NAMES.index(x) for x in c]) for c in candidates]
-  best, best_key = None, None
-  for _ in range(restarts):
-    counts = np.zeros(len(LOSS_NAMES))
-    chosen = []
-    for i in range(n):
-      size = sizes[i % len(sizes)]
-      pool = [j for j, c in enumerate(candidates) if len(c) == size]
-      score = np.array([counts[cols[j]].sum() for j in pool])
-      j = pool[rng.choice(np.flatnonzero(score == score.min()))]
-      counts[cols[j]] += 1
-      chosen.append(candidates[j])
-    key = (int(np.sum(counts == 0)), float(counts.max() - counts.min()), float(counts.var()))
-    if best_key is None or key < best_key:
-      best, best_key = chosen, key
-  return best
+def cohort_loss_sets(size: int, rng: np.random.Generator) -> list[tuple[str, ...]]:
+  """The loss sets of one cohort: a random partition of the 10 loss columns into `size` valid
+  sets, so that every cohort holds every loss type exactly once (size >= 4: one adversarial
+  loss per GM at most). Drawn by rejection: each column goes to a uniformly random member."""
+  if size < len(L.ADVERSARIAL):
+    raise ValueError(f"cohort_size={size}: a cohort holds all {len(L.ADVERSARIAL)} adversarial "
+                     "losses, one per GM, so it needs at least that many GMs")
+  while True:
+    member = rng.integers(size, size=len(LOSS_NAMES))
+    sets = [tuple(n for n, m in zip(LOSS_NAMES, member) if m == k) for k in range(size)]
+    if all(map(is_valid_loss_set, sets)):
+      return sets
 
 
 def _balanced(rng: np.random.Generator, choices, n: int) -> list:
@@ -108,32 +91,32 @@ def _specs(cfg, n: int, rng: np.random.Generator, widths, convs_per_block, max_c
       num_blocks=tuple(b for b in cfg.num_blocks if b <= max_blocks),
       upsampling=G.UPSAMPLING, norm=G.NORMS, block_nonlin=G.BLOCK_NONLINS,
       last_nonlin=G.LAST_NONLINS, skip=(False, True), convs_per_block=tuple(convs_per_block),
-      width=tuple(widths), fc_latent=(False, True), latent_dim=tuple(cfg.latent_dims))
+      width=tuple(widths), fc_latent=(False, True), latent_dim=tuple(cfg.latent_dims),
+      skip_scale=tuple(cfg.skip_scales), norm_eps=tuple(cfg.norm_eps))
   draws = {k: _balanced(rng, v, n) for k, v in choices.items()}
   return [G.GeneratorSpec(image_size=cfg.image_size, max_channels=max_channels,
                           **{k: v[i] for k, v in draws.items()}) for i in range(n)]
 
 
-def _test_sets(families: list[str], fraction: float, rng: np.random.Generator) -> list[int]:
-  """Leave-out set (1..4, or 0) of each GM of one kind: about `fraction` of them go to the 4
-  sets, taken family by family in turn so that every set mixes families."""
-  n = len(families)
-  per_set = max(1, round(n * fraction / NUM_TEST_SETS)) if n >= NUM_TEST_SETS else 0
-  order = rng.permutation(n)
-  rank = {}
-  ranks = np.empty(n, int)
-  for i in order:
-    ranks[i] = rank.get(families[i], 0)
-    rank[families[i]] = ranks[i] + 1
-  interleaved = sorted(order, key=lambda i: ranks[i])  # stable: one GM per family per round
+def _num_per_set(n: int, fraction: float) -> int:
+  return max(1, round(n * fraction / NUM_TEST_SETS)) if n >= NUM_TEST_SETS else 0
+
+
+def _test_sets(n: int, fraction: float, rng: np.random.Generator) -> list[int]:
+  """Leave-out set (1..4, or 0) of each of n random-init GMs or cohorts: about `fraction`."""
   sets = [0] * n
-  for j, i in enumerate(interleaved[:per_set * NUM_TEST_SETS]):
+  for j, i in enumerate(rng.permutation(n)[:_num_per_set(n, fraction) * NUM_TEST_SETS]):
     sets[i] = j % NUM_TEST_SETS + 1
   return sets
 
 
 def make_plan(cfg) -> list[GMPlan]:
-  """The zoo's GMs: cfg.num_random_gms random-init ones, then cfg.num_trained_gms trained."""
+  """The zoo's GMs: cfg.num_random_gms random-init ones, then cfg.num_trained_gms trained in
+  cohorts of cfg.cohort_size GMs that share one architecture and split the loss types.
+
+  Same architecture, other losses: the controlled contrast that makes loss types learnable,
+  and as every cohort holds every loss type, every test set of whole cohorts measures every
+  loss column (docs/labels.md#zoo-cohorts)."""
   root = np.random.SeedSequence(cfg.seed)
   seq_rand, seq_train, seq_sets, seq_seeds = root.spawn(4)
   rng_rand, rng_train, rng_sets = map(np.random.default_rng, (seq_rand, seq_train, seq_sets))
@@ -143,21 +126,28 @@ def make_plan(cfg) -> list[GMPlan]:
   for i, spec in enumerate(_specs(cfg, cfg.num_random_gms, rng_rand, cfg.widths,
                                   cfg.convs_per_block, cfg.max_channels)):
     gms.append(dict(name=f"random_{i:03d}", family=RANDOM_FAMILY, spec=spec, losses=(),
-                    critic="", encoder=""))
+                    critic="", encoder="", test_set=0))
+  for i, s in enumerate(_test_sets(cfg.num_random_gms, cfg.test_fraction, rng_sets)):
+    gms[i]["test_set"] = s
   n = cfg.num_trained_gms
-  loss_sets = balanced_loss_sets(n, tuple(cfg.loss_set_sizes), rng_train)
-  critics, encoders = _balanced(rng_train, trunks, n), _balanced(rng_train, trunks, n)
-  for i, spec in enumerate(_specs(cfg, n, rng_train, cfg.trained_widths,
-                                  cfg.trained_convs_per_block, cfg.trained_max_channels)):
-    losses = loss_sets[i]
-    gms.append(dict(name=f"trained_{i:03d}", family=family_of(losses), spec=spec,
-                    losses=losses, critic=critics[i] if _needs_critic(losses) else "",
-                    encoder=encoders[i] if _needs_encoder(losses) else ""))
-  test_sets = []
-  for kind in (lambda g: not g["losses"], lambda g: bool(g["losses"])):
-    members = [g for g in gms if kind(g)]
-    test_sets += _test_sets([g["family"] for g in members], cfg.test_fraction, rng_sets)
-  return [GMPlan(seed=int(seeds[i]), test_set=test_sets[i], **g) for i, g in enumerate(gms)]
+  num_cohorts = n // cfg.cohort_size
+  loss_sets = [losses for _ in range(num_cohorts)
+               for losses in cohort_loss_sets(cfg.cohort_size, rng_train)]
+  critics = _balanced(rng_train, trunks, num_cohorts)
+  encoders = _balanced(rng_train, trunks, num_cohorts)
+  specs = _specs(cfg, num_cohorts, rng_train, cfg.trained_widths, cfg.trained_convs_per_block,
+                 cfg.trained_max_channels)
+  sets = _test_sets(num_cohorts, cfg.test_fraction, rng_sets)  # a cohort stays together
+  for i, losses in enumerate(loss_sets):
+    c = i // cfg.cohort_size
+    gms.append(dict(name=f"trained_{i:03d}", family=family_of(losses), spec=specs[c],
+                    losses=losses, critic=critics[c] if _needs_critic(losses) else "",
+                    encoder=encoders[c] if _needs_encoder(losses) else "",
+                    test_set=sets[c], cohort=c))
+  n = len(gms)
+  gains, stds = _balanced(rng_sets, cfg.init_gains, n), _balanced(rng_sets, cfg.output_stds, n)
+  return [GMPlan(seed=int(seeds[i]), init_gain=float(gains[i]), output_std=float(stds[i]), **g)
+          for i, g in enumerate(gms)]
 
 
 def _needs_critic(losses) -> bool:
@@ -170,7 +160,8 @@ def _needs_encoder(losses) -> bool:
 
 INDEX_COLUMNS = ("family", "seed", "num_blocks", "upsampling", "norm", "block_nonlin",
                  "last_nonlin", "skip", "convs_per_block", "width", "fc_latent", "latent_dim",
-                 "losses", "critic", "encoder")
+                 "skip_scale", "norm_eps", "losses", "critic", "encoder", "cohort",
+                 "init_gain", "output_std")
 
 
 def ground_truth(plan: list[GMPlan]) -> tuple[labels.GroundTruth, dict[str, list]]:
@@ -192,9 +183,12 @@ def ground_truth(plan: list[GMPlan]) -> tuple[labels.GroundTruth, dict[str, list
   native = {
       "family": [gm.family for gm in plan],
       "seed": [gm.seed for gm in plan],
-      **{f: [getattr(gm.spec, f) for gm in plan] for f in INDEX_COLUMNS[2:12]},
+      **{f: [getattr(gm.spec, f) for gm in plan] for f in INDEX_COLUMNS[2:14]},
       "losses": ["+".join(gm.losses) or "none" for gm in plan],
       "critic": [gm.critic or "none" for gm in plan],
       "encoder": [gm.encoder or "none" for gm in plan],
+      "cohort": [gm.cohort if gm.cohort >= 0 else "" for gm in plan],
+      "init_gain": [gm.init_gain for gm in plan],
+      "output_std": [gm.output_std for gm in plan],
   }
   return gt, native

@@ -1,6 +1,7 @@
 """Zoo presets: how many GMs of which kinds, how many images, at which size.
 
 tiny: tests (under 60 s on the CI machine). default: the embedded data of `python train.py`.
+large: the generalisation study (hundreds of GMs, leave-out sets of about 50 GMs each).
 full: at least 116 trained GMs x 1000 images, as in the paper (long CPU run or a GPU; several
 hosts split the GMs by process index).
 Every field can be overridden (`python -m revgm_jax.zoo build --preset default
@@ -10,19 +11,24 @@ cache is keyed by all of them.
 
 import ml_collections
 
-PRESETS = ("tiny", "default", "full")
+PRESETS = ("tiny", "default", "large", "full")
 
 # What tiny and full change in the default preset.
 _CHANGES = {
     "tiny": dict(num_random_gms=8, num_trained_gms=4, images_per_gm=24, train_steps=20,
                  real_images=32, train_pool=256, num_blocks=(2, 3), widths=(8, 16),
                  convs_per_block=(1, 2), trained_widths=(8,), trained_convs_per_block=(1,),
-                 loss_set_sizes=(3,)),  # 4 GMs x 3 losses cover all 10 loss columns
+                 cohort_size=4),
     "default": {},
+    # Generalisation to unseen GMs: 400 GMs, 4 leave-out sets of about 50 GMs (20 trained),
+    # wider unlabelled conventions; builds on a 2-core CPU in about an hour.
+    "large": dict(num_random_gms=250, num_trained_gms=150, images_per_gm=100, real_images=1000,
+                  latent_dims=(32, 64, 100, 128, 256), init_gains=(0.8, 1.0, 2.0**0.5),
+                  output_stds=(0.25, 0.35, 0.5, 0.7, 1.0)),
     "full": dict(num_random_gms=0, num_trained_gms=116, images_per_gm=1000, train_steps=2000,
                  real_images=5000, batch_size=32, widths=(16, 32, 64), max_channels=256,
                  trained_widths=(16, 32, 64), trained_convs_per_block=(1, 2, 3),
-                 trained_max_channels=256),
+                 trained_max_channels=256, cohort_size=4),
 }
 
 
@@ -33,7 +39,7 @@ def get_preset(name: str) -> ml_collections.ConfigDict:
   c.preset = name
   c.seed = 0
   c.num_random_gms = 48  # randomly initialised, architecture-only GMs
-  c.num_trained_gms = 12  # GMs trained with the zoo's loss types
+  c.num_trained_gms = 20  # GMs trained with the zoo's loss types (4 cohorts)
   c.images_per_gm = 300
   c.train_steps = 120  # training steps of each trained GM
   c.real_images = 600  # real crops written beside the GMs
@@ -47,10 +53,18 @@ def get_preset(name: str) -> ml_collections.ConfigDict:
   c.widths = (8, 16, 32)  # channels of the last block; doubled per earlier block
   c.max_channels = 128
   c.convs_per_block = (1, 2, 3)
-  c.latent_dims = (64, 128)
+  c.latent_dims = (64, 100, 128)
   c.trained_widths = (8, 16)  # trained GMs: smaller (their training dominates the build time)
   c.trained_convs_per_block = (1, 2)
   c.trained_max_channels = 64
-  c.loss_set_sizes = (1, 2, 3)  # sizes of the trained GMs' loss sets, in turn
+  # Trained GMs come in cohorts of one architecture whose GMs split the 10 loss types among
+  # them (revgm_jax/zoo/plan.py); >= 4, and num_trained_gms a multiple of it.
+  c.cohort_size = 5
+  # Unlabelled code conventions, drawn per GM (balanced): He-init gain, the calibrated output
+  # std, the factor of a skip sum, the norms' epsilon.
+  c.init_gains = (1.0, 2.0**0.5)
+  c.output_stds = (0.35, 0.5, 0.7)
+  c.skip_scales = (1.0, 0.5**0.5)
+  c.norm_eps = (1e-5, 1e-3)
   c.update(_CHANGES[name])
   return c
