@@ -12,10 +12,12 @@ checkpoint; a workdir that holds a run of another data, label or model config is
 
 Exit status: 0 done; 1 a bad flag or config value (one line) or an unexpected error; 2 the
 workdir refuses (another config, another run holds it, no checkpoint restores), one line;
-3 stopped by SIGTERM, SIGINT or a preemption notice, the step saved (rerun the same command to
-continue).
+3 stopped by SIGTERM or SIGINT, the step saved (rerun the same command to continue); 4 a file
+of the workdir cannot be written (disk full, read-only), one line naming it (the traceback goes
+to WORKDIR/train.INFO when that can be written).
 """
 
+import logging as py_logging
 import os
 import sys
 
@@ -35,28 +37,68 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete the run the workdir h
                                "checkpoints, results, report) and train afresh.")
 
 
+EXIT_WRITE = 4  # a file of the workdir cannot be written
+
+
+def _fail(status: int, error: Exception, alone: bool = False):
+  """One line and the exit status. `alone`: only this process may have failed; in a
+  multi-process job it exits at once instead of waiting for the others in JAX's shutdown
+  barrier (revgm_jax/distributed.py)."""
+  sys.stderr.write(f"train.py: {error}\n")
+  if alone:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # pylint: disable=protected-access
+  sys.exit(status)
+
+
+def _tracebacks_to_the_log_file_only(handler: py_logging.StreamHandler) -> None:
+  """Records logged with a traceback (orbax logs its failed background save with three) reach
+  the console as their one line; WORKDIR/train.INFO keeps the traceback."""
+  file_format = handler.format
+
+  def format_(record):
+    if handler.stream is sys.stderr and (record.exc_info or record.stack_info):
+      record = py_logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None,
+                                         "stack_info": None})
+    return file_format(record)
+
+  handler.format = format_
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
+  from revgm_jax import workdir as workdir_lib
+  workdir = os.path.abspath(_WORKDIR.value)
+  # A quiet console: log lines go to WORKDIR/train.INFO (warnings also to stderr; --logtostderr
+  # or --alsologtostderr bring everything back to the terminal). A log line that cannot be
+  # written (a full disk) is dropped: the error that stops the run is the one on the console.
+  try:
+    workdir_lib.make(workdir)
+    with workdir_lib.writing(workdir):
+      logging.get_absl_handler().use_absl_log_file("train", workdir)
+  except workdir_lib.WriteError as e:
+    _fail(EXIT_WRITE, e)
+  py_logging.raiseExceptions = False
+  _tracebacks_to_the_log_file_only(logging.get_absl_handler().python_handler)
+  logging.info("workdir: %s", workdir)
+  print(f"workdir: {workdir} (log: {os.path.join(workdir, 'train.INFO')})", flush=True)
   # TensorFlow (the input pipeline) must not take accelerator memory from JAX
   # (docs/jax_notes.md#tensorflow-off-the-gpu).
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   import jax
-  from revgm_jax import checkpointing, stop_signal, tasks, train_lib, workdir as workdir_lib
+  from revgm_jax import checkpointing, stop_signal, tasks, train_lib
 
-  workdir = os.path.abspath(_WORKDIR.value)
-  os.makedirs(workdir, exist_ok=True)
-  # A quiet console: log lines go to WORKDIR/train.INFO (warnings also to stderr; --logtostderr
-  # or --alsologtostderr bring everything back to the terminal).
-  logging.get_absl_handler().use_absl_log_file("train", workdir)
-  logging.info("workdir: %s", workdir)
-  print(f"workdir: {workdir} (log: {os.path.join(workdir, 'train.INFO')})", flush=True)
   try:
     results = train_lib.train_and_evaluate(_CONFIG.value, workdir, overwrite=_OVERWRITE.value)
   except (workdir_lib.WorkdirError, checkpointing.CheckpointError) as e:
-    sys.stderr.write(f"train.py: {e}\n")
-    sys.exit(2)
+    _fail(2, e)
+  except workdir_lib.WriteError as e:
+    logging.info("write error", exc_info=True)  # the traceback, in WORKDIR/train.INFO only
+    logging.flush()
+    _fail(EXIT_WRITE, e, alone=jax.process_count() > 1)
   if "preempted_at" in results:
     if jax.process_index() == 0:
       print(f"stopped by {results['signal']}: saved step {results['preempted_at']} in "

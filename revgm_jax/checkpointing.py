@@ -13,6 +13,7 @@ to WORKDIR/corrupt/ so that the resumed run can write those steps again.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable
 
@@ -20,8 +21,9 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import serialization
+from jax.experimental import multihost_utils
 
-from revgm_jax import sharding, workdir as workdir_lib
+from revgm_jax import distributed, sharding, workdir as workdir_lib
 
 
 class CheckpointError(ValueError):
@@ -36,16 +38,33 @@ def _problem(e: Exception) -> str:
 def restore_newest(mngr: ocp.CheckpointManager, restore: Callable[[int], Any],
                    step: int | None = None) -> tuple[int, Any, list[str]]:
   """(step, restore(step), ["DIR/STEP: problem"] of the newer steps that failed) for the newest
-  step of `mngr` that restores; only `step` when one is given. Raises CheckpointError."""
+  step of `mngr` that restores; only `step` when one is given. Raises CheckpointError.
+
+  In a multi-process job every process ends on the same step: a step that fails on one process
+  is given up by all. Each round every process restores the newest step up to the lowest one
+  restored in the previous round (orbax's restore ends in a barrier: all processes must restore
+  alike) and one all-gather compares the steps.
+  """
   path = str(mngr.directory)
-  failed = []
-  for s in [step] if step is not None else sorted(mngr.all_steps(), reverse=True):
-    try:
-      return s, restore(s), failed
-    except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
-      failed.append(f"{path}/{s}: {_problem(e)}")
-      logging.warning("checkpoint %s cannot be restored; trying the previous step", failed[-1])
-  raise CheckpointError(f"no step of {path} restores: " + "; ".join(failed))
+  candidates = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+  failed, bound = [], math.inf
+  while True:
+    found = None
+    for s in (c for c in candidates if c <= bound):
+      try:
+        found = s, restore(s)
+        break
+      except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
+        failed.append(f"{path}/{s}: {_problem(e)}")
+        logging.warning("checkpoint %s cannot be restored; trying the previous step", failed[-1])
+    steps = distributed.process_values(-1 if found is None else found[0])
+    if min(steps) < 0:
+      raise CheckpointError(f"no step of {path} restores" + (
+          ": " + "; ".join(failed) if found is None else
+          f" on every process (process {steps.index(-1)} restores none)"))
+    if len(set(steps)) == 1:
+      return found[0], found[1], failed
+    bound = min(steps)
 
 
 def replicated_target(tree, mesh: jax.sharding.Mesh):
@@ -61,39 +80,48 @@ class Checkpoints:
     if every_steps < 1 or keep < 1:
       raise ValueError(f"checkpoint_every_steps ({every_steps}) and keep_checkpoints ({keep}) "
                        "must be >= 1")
-    # Every `every_steps` steps and on preemption; not orbax's default extra save of the first
-    # step of a run.
-    policy = ocp.checkpoint_managers.AnySavePolicy([
-        ocp.checkpoint_managers.FixedIntervalPolicy(every_steps),
-        ocp.checkpoint_managers.PreemptionCheckpointingPolicy()])
+    # Every `every_steps` steps; not orbax's default extra save of the first step of a run.
+    policy = ocp.checkpoint_managers.FixedIntervalPolicy(every_steps)
     self.latest = ocp.CheckpointManager(
         workdir_lib.checkpoint_dir(workdir, workdir_lib.LATEST),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy))
     self.best = ocp.CheckpointManager(workdir_lib.checkpoint_dir(workdir, workdir_lib.BEST),
                                       options=ocp.CheckpointManagerOptions(max_to_keep=1))
+    self._saving: dict[ocp.CheckpointManager, int] = {}  # the step each manager is writing
 
   def should_save(self, step: int) -> bool:
-    """True every `every_steps` steps and when a preemption notice has arrived."""
+    """True every `every_steps` steps."""
     return self.latest.should_save(step)
-
-  def reached_preemption(self, step: int) -> bool:
-    return self.latest.reached_preemption(step)
 
   def save(self, state, progress: dict) -> None:
     """Saves `state` (a finite one: the caller checks) under its step, asynchronously."""
-    step = int(progress["step"])
-    self.latest.save(step, force=True, args=ocp.args.Composite(
-        variables=ocp.args.StandardSave({"params": state.params,
-                                         "batch_stats": state.batch_stats}),
-        train=ocp.args.StandardSave({"step": state.step,
-                                     "opt_state": serialization.to_state_dict(state.opt_state)}),
-        progress=ocp.args.JsonSave(progress)))
+    self._save(self.latest, progress, variables=ocp.args.StandardSave(
+        {"params": state.params, "batch_stats": state.batch_stats}),
+        train=ocp.args.StandardSave({"step": state.step, "opt_state": serialization.to_state_dict(
+            state.opt_state)}))
 
   def save_best(self, state, progress: dict) -> None:
-    self.best.save(int(progress["step"]), force=True, args=ocp.args.Composite(
-        variables=ocp.args.StandardSave({"params": state.params,
-                                         "batch_stats": state.batch_stats}),
-        progress=ocp.args.JsonSave(progress)))
+    self._save(self.best, progress, variables=ocp.args.StandardSave(
+        {"params": state.params, "batch_stats": state.batch_stats}))
+
+  def _save(self, mngr: ocp.CheckpointManager, progress: dict, **items) -> None:
+    self._finish(mngr)  # orbax waits for the previous save anyway; its error is named here
+    step = int(progress["step"])
+    self._saving[mngr] = step
+    with workdir_lib.writing(f"{mngr.directory}/{step}"):
+      mngr.save(step, force=True, args=ocp.args.Composite(
+          **items, progress=ocp.args.JsonSave(progress)))
+
+  def _finish(self, mngr: ocp.CheckpointManager) -> None:
+    """Waits for `mngr`'s background save. Orbax writes from a thread and re-raises its error
+    (disk full, read-only) here, at the next save or at the end: a WriteError naming the step."""
+    step = self._saving.pop(mngr, None)
+    try:
+      mngr.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore: many types
+      problem = e.strerror if isinstance(e, OSError) and e.strerror else _problem(e)
+      raise workdir_lib.WriteError(
+          f"cannot write the checkpoint {mngr.directory}/{step}: {problem}") from e
 
   def drop_best_after(self, step: int) -> None:
     """Deletes best-manager steps after `step` (the resumed run will reach them again)."""
@@ -115,8 +143,9 @@ class Checkpoints:
             train=ocp.args.StandardRestore({"step": abstract_state.step,
                                             "opt_state": abstract_opt}),
             progress=ocp.args.JsonRestore())))
-    if failed:
-      self._move_aside([s for s in self.latest.all_steps() if s > step])
+    later = [s for s in self.latest.all_steps() if s > step]
+    if later:  # failed here or on another process: the same list on every process
+      self._move_aside(later)
     state = abstract_state.replace(
         step=r["train"]["step"], params=r["variables"]["params"],
         batch_stats=r["variables"]["batch_stats"],
@@ -134,15 +163,26 @@ class Checkpoints:
           to += "+"
         os.rename(os.path.join(latest, str(s)), to)
         logging.warning("moved the checkpoint %s/%d that fails to restore to %s", latest, s, to)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("corrupt checkpoint steps moved aside")
     self.latest.reload()
 
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    self._finish(self.latest)
+    self._finish(self.best)
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Waits for both managers' saves and closes them; raises the first failed save's
+    WriteError after both are closed."""
+    errors = []
+    for mngr in (self.latest, self.best):
+      try:
+        self._finish(mngr)
+      except workdir_lib.WriteError as e:
+        errors.append(e)
+      mngr.close()
+    if errors:
+      raise errors[0]
 
 
 def restore_variables(workdir: str, abstract_variables, which: str = "best",

@@ -14,16 +14,24 @@ Otherwise the job is a single process and `initialize` does nothing.
 In a multi-process job an uncaught exception ends the process at once (status 1): Python's
 normal exit would wait in JAX's shutdown barrier for the other processes (5 minutes), which
 wait for this one in their next collective, so the job would hang instead of failing. A failed
-process should therefore raise (or os._exit), not sys.exit(n), which still waits.
+process should therefore raise (or os._exit), not sys.exit(n), which still waits; a decision
+that stops the run is made alike on every process (`from_process_0`, `process_values`).
+
+JAX's preemption service is turned off: it installs a C SIGTERM handler whose agreed step never
+comes for a notice received before the first step or in a run resumed past step 1.
+`revgm_jax.stop_signal` catches SIGTERM itself, on every process, and agrees on the step.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
 import jax
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 
 FIELDS = ("coordinator_address", "num_processes", "process_id")
 ENV = {"coordinator_address": "REVGM_COORDINATOR_ADDRESS",
@@ -90,6 +98,7 @@ def initialize(cfg: ml_collections.ConfigDict | None = None) -> bool:
   except ValueError:
     raise ValueError(f"config.distributed.local_device_ids={ids!r}: expected comma-separated "
                      "integers such as '0,1'") from None
+  jax.config.update("jax_enable_preemption_service", False)
   if settings:
     jax.distributed.initialize(**settings, local_device_ids=device_ids,
                                cluster_detection_method="deactivate")
@@ -105,3 +114,20 @@ def initialize(cfg: ml_collections.ConfigDict | None = None) -> bool:
     return False
   _exit_on_uncaught_exception()
   return True
+
+
+def from_process_0(value):
+  """Process 0's `value` (anything JSON holds) on every process; the others' is ignored."""
+  if jax.process_count() == 1:
+    return value
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  size = int(multihost_utils.broadcast_one_to_all(np.int32(data.size)))
+  data = data if jax.process_index() == 0 else np.zeros(size, np.uint8)
+  return json.loads(bytes(multihost_utils.broadcast_one_to_all(data)).decode())
+
+
+def process_values(value: int) -> list[int]:
+  """Every process's `value`, in process order (one all-gather)."""
+  if jax.process_count() == 1:
+    return [value]
+  return [int(v) for v in multihost_utils.process_allgather(np.int32(value))]

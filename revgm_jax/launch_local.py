@@ -9,7 +9,10 @@ and $REVGM_PROCESS_ID, which `revgm_jax.distributed.initialize` reads, and JAX_P
 with XLA_FLAGS for D host devices. A command starting with a .py script, -m or -c runs with
 this Python. Output lines are prefixed [p<i>]. When a process fails, the others get --grace_s
 seconds to end (a peer blocked in a collective never would) before they are terminated; the
-exit status is then the failed process's.
+exit status is then the failed process's. The first SIGTERM or Ctrl-C (SIGINT) to the launcher
+goes on to every process as SIGTERM, which a training takes as a stop (each saves the same step
+and exits with status 3: revgm_jax/stop_signal.py), and the launcher waits for them; a second
+one terminates them at once.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ _GRACE = flags.DEFINE_float("grace_s", 10.0, "Seconds the other processes get to
                             "failed, before they are terminated.", lower_bound=0.0)
 
 _DEVICE_FLAG = "--xla_force_host_platform_device_count"
-_KILL_AFTER_S = 5.0  # after SIGTERM (in a JAX job it only marks a preemption)
-_print_lock = threading.Lock()
+_KILL_AFTER_S = 5.0  # after SIGTERM, when the job is terminated
+_print_lock = threading.RLock()  # also taken by the signal handler, in the main thread
 
 
 def _command(argv: list[str]) -> list[str]:
@@ -100,6 +103,22 @@ def _status(returncode: int) -> int:
   return returncode if returncode >= 0 else 128 - returncode
 
 
+def _pass_on_first_stop(procs: list[subprocess.Popen], stopping: list[str]):
+  """The first SIGTERM or SIGINT reaches every process as SIGTERM; the next one raises
+  KeyboardInterrupt (the job is terminated)."""
+  def handler(signum, frame):  # pylint: disable=unused-argument
+    stopping.append(signal.Signals(signum).name)
+    for s in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(s, signal.default_int_handler)
+    _say(f"{stopping[0]}: passed on to every process as SIGTERM (once more to terminate them)")
+    for p in procs:
+      if p.poll() is None:
+        p.terminate()
+
+  for s in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(s, handler)
+
+
 def launch(command: list[str], processes: int, devices: int, grace_s: float) -> int:
   """Runs `command` as a `processes`-process job; returns the exit status for the launcher."""
   address = f"127.0.0.1:{_free_port()}"
@@ -116,6 +135,8 @@ def launch(command: list[str], processes: int, devices: int, grace_s: float) -> 
       pumps.append(threading.Thread(target=_pump, args=(stream, f"[p{i}] ".encode(), out),
                                     daemon=True))
       pumps[-1].start()
+  stopping = []  # the signal passed on to the processes
+  _pass_on_first_stop(procs, stopping)
   exits = queue.Queue()  # (index, returncode) in the order the processes end
   for i, p in enumerate(procs):
     threading.Thread(target=lambda i=i, p=p: exits.put((i, p.wait())), daemon=True).start()
@@ -133,8 +154,8 @@ def launch(command: list[str], processes: int, devices: int, grace_s: float) -> 
       if returncode and failed is None:
         failed = (i, returncode)
         if ended < processes:
-          _say(f"p{i} failed with exit status {_status(returncode)}; the others get "
-               f"{grace_s:g} s to end")
+          _say(f"p{i} {'ended' if stopping else 'failed'} with exit status "
+               f"{_status(returncode)}; the others get {grace_s:g} s to end")
           deadline = time.monotonic() + grace_s
   except KeyboardInterrupt:
     _stop(procs, "interrupted")
@@ -143,7 +164,8 @@ def launch(command: list[str], processes: int, devices: int, grace_s: float) -> 
     t.join(timeout=5.0)
   if failed is None:
     return 0
-  _say(f"p{failed[0]} failed with exit status {_status(failed[1])}")
+  _say(f"p{failed[0]} {'ended' if stopping else 'failed'} with exit status "
+       f"{_status(failed[1])}")
   return _status(failed[1])
 
 
@@ -151,7 +173,7 @@ def main(argv: list[str]):
   if len(argv) < 2:
     raise app.UsageError("give the command after --, e.g. python -m revgm_jax.launch_local "
                          "--processes 2 -- train.py --config configs/default.py:tiny")
-  signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop the children as on Ctrl-C
+  signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the processes run
   try:
     status = launch(_command(argv[1:]), _PROCESSES.value, _DEVICES.value, _GRACE.value)
   except OSError as e:

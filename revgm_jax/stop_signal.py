@@ -1,17 +1,16 @@
 """SIGTERM and SIGINT stop a training run cleanly: the step finishes, is saved, the run exits.
 
 A scheduler (Slurm, Kubernetes, a cloud's preemption) sends SIGTERM some seconds before it
-kills a job; Ctrl-C sends SIGINT. Within `catch()` either one sets a flag that the training loop
-reads after each step (`received()`); the loop then saves that step and returns
-{"preempted_at": step, ...}, and train.py exits with EXIT_STOPPED. A second signal while the
-save runs ends the process at once, as without `catch()`.
+kills a job; Ctrl-C sends SIGINT. Within `catch()` either one sets a flag instead of ending the
+process; the training loop asks `make_check(mesh)` after each step, saves the step when told to
+and returns {"preempted_at": step, ...}, and train.py exits with EXIT_STOPPED. A second signal
+of the same kind ends the process at once, as without `catch()`.
 
-In a multi-process job JAX's preemption service catches SIGTERM on every process and the
-processes agree on the step to save (orbax's PreemptionCheckpointingPolicy, read through the
-same loop test); a flag set on one process alone would make the processes part ways, so there
-`catch()` leaves both signals alone (SIGINT: Ctrl-C on `launch_local` stops the job unsaved).
-Outside the loop (start-up, the final evaluation) the signals keep their default action:
-everything up to the last step is already saved, and rerunning repeats only the evaluation.
+In a multi-process job the signal may reach one process only, or each at another step, yet
+all of them must save the same step (they write one checkpoint together). There the check is a
+one-element all-reduce of the flags over the mesh, dispatched after each step and read after
+the next one (as the loop reads metrics: it never waits on the device), so every process gets
+the same answer at the same step: stop at the step after one at which any process had a signal.
 """
 
 from __future__ import annotations
@@ -19,10 +18,16 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from typing import Callable
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
-EXIT_STOPPED = 3  # train.py's exit status after a signal or preemption notice, step saved
+from revgm_jax import sharding
+
+EXIT_STOPPED = 3  # train.py's exit status after a signal, the step saved
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _DEFAULT = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
 _received: list[str] = []
@@ -45,15 +50,15 @@ def release() -> None:
   """From here on the signals act at once again (the previous handlers)."""
   while _previous:
     signum, handler = _previous.popitem()
-    signal.signal(signum, handler)
+    signal.signal(signum, _DEFAULT[signum] if handler is None else handler)
 
 
 @contextlib.contextmanager
-def catch(multiprocess: bool = False):
-  """SIGTERM/SIGINT set `received()` instead of stopping the process (single process, main
-  thread only: Python delivers signals there)."""
+def catch():
+  """SIGTERM/SIGINT set `received()` instead of ending the process (main thread only: Python
+  delivers signals there)."""
   _received.clear()
-  if multiprocess or threading.current_thread() is not threading.main_thread():
+  if threading.current_thread() is not threading.main_thread():
     yield
     return
   for signum in SIGNALS:
@@ -62,3 +67,25 @@ def catch(multiprocess: bool = False):
     yield
   finally:
     release()
+
+
+def make_check(mesh: jax.sharding.Mesh) -> Callable[[], bool]:
+  """() -> whether to stop after the step just dispatched, the same on every process.
+
+  Call it once per step on every process. In a single process: whether a signal was received.
+  In a multi-process job: whether any process had received one when the previous step's check
+  was made (False at the first step).
+  """
+  if jax.process_count() == 1:
+    return lambda: received() is not None
+  flag_sharding = sharding.batch_sharded(mesh)  # one flag per device
+  any_ = jax.jit(jnp.max, out_shardings=sharding.replicated(mesh))
+  local_devices = len(mesh.local_devices)
+  last = []
+
+  def check() -> bool:
+    flags = np.full(local_devices, received() is not None, np.int32)
+    last.append(any_(jax.make_array_from_process_local_data(flag_sharding, flags)))
+    return len(last) > 1 and bool(sharding.to_host(last.pop(0)))
+
+  return check

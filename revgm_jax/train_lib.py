@@ -7,6 +7,7 @@ the final evaluation go through the one evaluator (`revgm_jax.evaluation`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import jax
@@ -74,12 +75,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   distributed.initialize(config.distributed)  # a no-op for a single-process run
   workdir = os.path.abspath(workdir)
-  main = jax.process_index() == 0
-  with workdir_lock.hold(workdir, enabled=main), stop_signal.catch(jax.process_count() > 1):
-    if overwrite and main:
-      workdir_lib.clear(workdir)
-    workdir_lib.check_same_run(workdir, config)
-    return _train_and_evaluate(config, workdir, main)
+  with stop_signal.catch(), _claim(workdir, config, overwrite):
+    return _train_and_evaluate(config, workdir, jax.process_index() == 0)
+
+
+@contextlib.contextmanager
+def _claim(workdir: str, config: ml_collections.ConfigDict, overwrite: bool):
+  """Process 0 holds the workdir's lock, deletes its run on `overwrite` and checks that the run
+  it holds has the same config; if not, every process raises process 0's error (the others
+  would otherwise train on into a collective that never completes)."""
+  with contextlib.ExitStack() as stack:
+    caught = None
+    if jax.process_index() == 0:
+      try:
+        stack.enter_context(workdir_lock.hold(workdir))
+        if overwrite:
+          workdir_lib.clear(workdir)
+        workdir_lib.check_same_run(workdir, config)
+      except (workdir_lib.WorkdirError, workdir_lib.WriteError) as e:
+        caught = e
+    error = distributed.from_process_0(
+        caught and [isinstance(caught, workdir_lib.WriteError), str(caught)])
+    if caught:
+      raise caught
+    if error:
+      raise (workdir_lib.WriteError if error[0] else workdir_lib.WorkdirError)(error[1])
+    yield
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: bool) -> dict:
@@ -145,6 +166,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
       pbar.set_postfix(loss=f"{mean['loss']:.4g}")
 
   pending = None
+  should_stop = stop_signal.make_check(mesh)
   try:
     for step in range(start_step + 1, total_steps + 1):
       state, device_metrics = train_step(state, next(train_iter), dropout_rng)
@@ -152,7 +174,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
         handle(*pending)  # the previous step: reading it now never stalls the device queue
       pending = (step, device_metrics)
       do_eval = step % config.eval_every_steps == 0 or step == total_steps
-      stop = stop_signal.received() or ckpt.reached_preemption(step)
+      stop = should_stop()
       do_save = ckpt.should_save(step) or step == total_steps or stop
       if not (do_eval or do_save):
         continue
@@ -177,14 +199,13 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
           ckpt.save(state, {"step": step, "best": best, "last_val": last_val})
         last_saved = step
       if stop:
-        why = stop_signal.received() or "preemption notice"
+        why = stop_signal.received() or "a signal to another process"
         logging.warning("%s: saved step %d, stopping", why, step)
         return {"preempted_at": step, "signal": why, "workdir": workdir}
   finally:  # also on an error: the saves already started hold verified, finite states
     pbar.close()
     writer.flush()
-    ckpt.wait()
-    ckpt.close()
+    ckpt.close()  # waits for the saves
   stop_signal.release()  # the last step is saved: a signal during the evaluation stops it at once
 
   # Test GMs, evaluated once: the step config.eval.which selects, with baselines and k-image

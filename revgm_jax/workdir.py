@@ -17,6 +17,7 @@ values of `config.eval.which`. Inference, evaluation and `revgm parse` need noth
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -46,6 +47,27 @@ class WorkdirError(ValueError):
   """A workdir that cannot be used as asked; the message names it and the way out."""
 
 
+class WriteError(Exception):
+  """A file of the workdir cannot be written (disk full, read-only, a file where a folder
+  belongs); the message names the path and the problem."""
+
+
+@contextlib.contextmanager
+def writing(path: str):
+  """Turns an OSError inside into a WriteError naming the file (a failed write() or close()
+  names none: then `path`, the file or folder being written)."""
+  try:
+    yield
+  except OSError as e:
+    raise WriteError(f"cannot write {e.filename or path}: {e.strerror or e}") from e
+
+
+def make(workdir: str) -> None:
+  """Creates the workdir (and its parents); a WriteError if that fails."""
+  with writing(workdir):
+    os.makedirs(workdir, exist_ok=True)
+
+
 def checkpoint_dir(workdir: str, which: str) -> str:
   """The folder of the `which` ("best" | "latest") checkpoint manager."""
   if which not in MANAGERS:
@@ -70,7 +92,7 @@ def calibration_path(workdir: str) -> str:
 
 
 def write_json(path: str, obj) -> None:
-  with open(path, "w") as f:
+  with writing(path), open(path, "w") as f:
     json.dump(obj, f, indent=1)
 
 
@@ -89,15 +111,15 @@ def is_workdir(path: str) -> bool:
 def write_run_info(workdir: str, config: ml_collections.ConfigDict, gt: labels.GroundTruth,
                    split: dict, class_weights: dict) -> None:
   """Everything besides the weights that inference needs to rebuild and read the model."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json(indent=2))
   info = {"space": gt.space.name, "split": {k: list(v) for k, v in split.items()},
           "class_weights": {k: [np.asarray(w).tolist() for w in ws]
                             for k, ws in class_weights.items()}}
-  with open(os.path.join(workdir, LABELS_FILE), "w") as f:
-    json.dump(info, f, indent=2)
-  labels.write_ground_truth(os.path.join(workdir, LABELS_DIR), gt)
+  path = os.path.join(workdir, CONFIG_FILE)
+  with writing(path), open(path, "w") as f:
+    f.write(config.to_json(indent=2))
+  write_json(os.path.join(workdir, LABELS_FILE), info)
+  with writing(os.path.join(workdir, LABELS_DIR)):
+    labels.write_ground_truth(os.path.join(workdir, LABELS_DIR), gt)
 
 
 def write_results(workdir: str, results: dict) -> None:

@@ -33,16 +33,12 @@ def _holder(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def hold(workdir: str, enabled: bool = True):
-  """Holds WORKDIR/lock for the duration; raises WorkdirBusyError if another process holds it.
-
-  enabled=False (the processes other than 0 of a job) holds nothing.
-  """
-  if not enabled:
-    yield
-    return
-  os.makedirs(workdir, exist_ok=True)
-  fd = os.open(os.path.join(workdir, workdir_lib.LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+def hold(workdir: str):
+  """Holds WORKDIR/lock for the duration; raises WorkdirBusyError if another process holds it."""
+  workdir_lib.make(workdir)
+  path = os.path.join(workdir, workdir_lib.LOCK_FILE)
+  with workdir_lib.writing(path):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,6 +1,7 @@
 """One process of the jobs that tests/test_multihost.py starts with revgm_jax.launch_local.
 
-  multihost_job.py collectives         the job's shape, a cross-process psum and allgather
+  multihost_job.py collectives         the job's shape, a cross-process psum and allgather, the
+                                       values processes agree on, a stop check
   multihost_job.py fail raise|exit3    p1 raises (or dies with status 3); p0 waits
   multihost_job.py zoo OUT OVERRIDES   a tiny zoo (JSON overrides) built together into OUT/shared
                                        (twice), and into OUT/disk_<i> (disks not shared)
@@ -15,7 +16,7 @@ import signal
 import sys
 import time
 
-from revgm_jax import distributed
+from revgm_jax import distributed, stop_signal
 
 
 def collectives():
@@ -33,6 +34,15 @@ def collectives():
   assert float(total.addressable_data(0)[0]) == sum(d.id for d in jax.devices()), total
   ids = multihost_utils.process_allgather(np.array([jax.process_index()]), tiled=True)
   assert ids.tolist() == [0, 1], ids
+  assert distributed.process_values(10 + jax.process_index()) == [10, 11]
+  assert distributed.from_process_0({"from": jax.process_index()}) == {"from": 0}
+  with stop_signal.catch():  # a SIGTERM to process 1 alone stops both at the same step
+    check = stop_signal.make_check(mesh)
+    answers = [check()]
+    if jax.process_index() == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+    answers += [check(), check()]
+  assert answers == [False, False, True], answers
   print("collectives ok", flush=True)
 
 

@@ -1,4 +1,8 @@
-"""Orbax checkpoints of a workdir: keep-N, best manager, restore onto other device counts."""
+"""Orbax checkpoints of a workdir: keep-N, best manager, restore onto other device counts, a
+failed write, the step the processes of a job agree on."""
+
+import errno
+import os
 
 import flax.linen as nn
 import jax
@@ -7,9 +11,10 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from revgm_jax import checkpointing, labels
+from revgm_jax import checkpointing, distributed, labels
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.sharding import make_mesh
 from revgm_jax.steps import TrainState
@@ -109,3 +114,46 @@ def test_run_info_round_trip(tmp_path, red116_dir):
   np.testing.assert_allclose(gt2.cont_max, gt.cont_max)
   with pytest.raises(FileNotFoundError, match="not a training workdir"):
     workdir_lib.load_config(str(tmp_path / "nothing"))
+
+
+def test_a_write_that_fails_in_orbax_s_thread_is_named_at_the_next_save_or_wait(tmp_path,
+                                                                               monkeypatch):
+  """Orbax writes in a background thread and re-raises its error later: at the next save of the
+  manager or at the final wait, each a WriteError naming the step that was not written."""
+  path_type = type(epath.Path(str(tmp_path)))
+  write_text = path_type.write_text
+
+  def full_disk(self, *args, **kwargs):  # orbax writes the progress item with write_text
+    if "progress" in str(self):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    return write_text(self, *args, **kwargs)
+
+  monkeypatch.setattr(path_type, "write_text", full_disk)
+  state = _state(make_mesh())
+  ckpt = checkpointing.Checkpoints(str(tmp_path), every_steps=1, keep=2)
+  ckpt.save(state, {"step": 7})
+  with pytest.raises(workdir_lib.WriteError, match=rf"^cannot write the checkpoint "
+                     rf"{tmp_path}/latest/7: No space left on device$"):
+    ckpt.save(state, {"step": 8})
+  ckpt.save_best(state, {"step": 8})
+  with pytest.raises(workdir_lib.WriteError, match=rf"{tmp_path}/best/8: No space left"):
+    ckpt.wait()
+  ckpt.close()
+  assert not os.path.exists(tmp_path / "latest" / "7")  # nothing half-written passes for a step
+
+
+def test_a_step_that_fails_on_another_process_is_given_up_by_all(tmp_path, monkeypatch):
+  """Every process resumes from the same step: here another process (simulated) fails to
+  restore step 4 and restores 2, so this process restores 2 as well and moves 4 aside."""
+  mesh = make_mesh(jax.devices()[:1])
+  ckpt = checkpointing.Checkpoints(str(tmp_path), every_steps=2, keep=3)
+  for step in (2, 4):
+    ckpt.save(_state(mesh).replace(step=jnp.int32(step)), {"step": step})
+  ckpt.close()
+  monkeypatch.setattr(distributed, "process_values", lambda v: [v, min(v, 2)])
+  ckpt = checkpointing.Checkpoints(str(tmp_path), every_steps=2, keep=3)
+  state, progress = ckpt.restore_latest(checkpointing.replicated_target(_state(mesh, 1), mesh))
+  assert (progress["step"], int(state.step)) == (2, 2)
+  assert list(ckpt.latest.all_steps()) == [2]
+  assert os.path.isdir(tmp_path / "corrupt" / "latest-4")
+  ckpt.close()

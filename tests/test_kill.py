@@ -8,9 +8,6 @@ conftest's XLA_FLAGS reach the subprocesses through the environment).
 import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 
 import jax
 import numpy as np
@@ -29,19 +26,8 @@ def tiny(tmp_path_factory, red116_dir):
 
 def _train(config, workdir, kill_at: str | None = None, sig=signal.SIGKILL):
   """Runs train.py; sends `sig` once its output shows `kill_at`. Returns (exit status, output)."""
-  cmd = [sys.executable, "train.py", *tiny_run.train_py_args(config), f"--workdir={workdir}"]
-  proc = subprocess.Popen(cmd, cwd=tiny_run.REPO, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT)
-  watchdog = threading.Timer(600, proc.kill)
-  watchdog.start()
-  out, sent = b"", False
-  while chunk := os.read(proc.stdout.fileno(), 65536):
-    out += chunk
-    if kill_at and not sent and kill_at.encode() in out:
-      os.kill(proc.pid, sig)  # the real signal, to the real process
-      sent = True
-  watchdog.cancel()
-  return proc.wait(), out.decode(errors="replace")
+  return tiny_run.run(tiny_run.train_py(config, workdir), sig=sig,
+                      until=kill_at and (lambda out: kill_at in out))
 
 
 def _latest(workdir, config, step):

@@ -4,8 +4,11 @@ The tests that start jobs are marked `multihost` (`pytest -m multihost`) and are
 default suite. Every job has a timeout: a hung job fails its test instead of the suite.
 """
 
+import glob
 import json
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ import pytest
 
 import gm_folders
 import tiny_run
-from revgm_jax import config_utils, distributed, sharding
+from revgm_jax import config_utils, distributed, sharding, stop_signal, workdir_lock
 from revgm_jax.zoo import build, presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,12 +29,17 @@ ZOO = {"num_random_gms": 4, "num_trained_gms": 0, "images_per_gm": 4, "real_imag
 _TIMING = {"seconds", "gm_seconds", "last_run_wall_seconds"}
 
 
+def launch_cmd(*command: str, processes: int = 2, devices: int = 2, grace_s: float = 10.0):
+  """`command` (a .py script and its arguments) as a job of `processes` x `devices`."""
+  return [sys.executable, "-m", "revgm_jax.launch_local", f"--processes={processes}",
+          f"--devices_per_process={devices}", f"--grace_s={grace_s}", "--", *command]
+
+
 def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0, processes: int = 2,
            devices: int = 2):
   """Runs tests/multihost_job.py as a job of `processes` x `devices`: (exit status, stdout,
   stderr, seconds)."""
-  cmd = [sys.executable, "-m", "revgm_jax.launch_local", f"--processes={processes}",
-         f"--devices_per_process={devices}", f"--grace_s={grace_s}", "--", JOB, *job_args]
+  cmd = launch_cmd(JOB, *job_args, processes=processes, devices=devices, grace_s=grace_s)
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
   start = time.monotonic()
   with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -112,8 +120,16 @@ def test_processes_build_a_zoo_together_equal_to_one_process_build(tmp_path):
 
 # --- training across processes ----------------------------------------------------------------
 # Two input shards in every run: the global batches, and so the runs, do not depend on how many
-# processes read them. Runs: 1 process x 4 devices (the reference), 2 x 2 killed before step 4
-# (p1 SIGKILLed), that workdir resumed by 1 x 4, and the reference evaluated by 2 x 2.
+# processes read them. Runs: 1 process x 4 devices (the reference); 2 x 2 killed before step 4
+# (p1 SIGKILLed); that workdir continued by train.py on 2 x 2, whose launcher gets a SIGTERM (a
+# scheduler's stop) once both processes have resumed; that workdir finished by 1 x 4; the
+# reference evaluated by 2 x 2.
+
+# Adam's first steps are sign-like (m / sqrt(v) = +-1): round-off in a near-zero gradient would
+# flip a whole step. A large eps makes them proportional to the gradient, so the comparison
+# measures the layouts' round-off instead of amplifying it.
+TRAIN = {"eval.figures": False, "optim.eps": 1.0, "optim.lr": 0.01}
+OVERRIDES = {"data.input_shards": 2, "data.shards_per_gm": 2, **TRAIN}
 
 
 def _job(tmp_path, red116_dir, name, processes, **spec):
@@ -121,15 +137,23 @@ def _job(tmp_path, red116_dir, name, processes, **spec):
   if not (root / "images").is_dir():
     gm_folders.write_layout(root / "images", tiny_run.GMS, tiny_run.IMAGES_PER_GM)
   spec = {"root": str(root), "labels": str(red116_dir), "workdir": str(tmp_path / name),
-          "overrides": {"data.input_shards": 2, "data.shards_per_gm": 2, **TRAIN}, **spec}
+          "overrides": OVERRIDES, **spec}
   return launch("train", json.dumps(spec), processes=processes, devices=4 // processes,
                 timeout=300)
 
 
-# Adam's first steps are sign-like (m / sqrt(v) = +-1): round-off in a near-zero gradient would
-# flip a whole step. A large eps makes them proportional to the gradient, so the comparison
-# measures the layouts' round-off instead of amplifying it.
-TRAIN = {"eval.figures": False, "optim.eps": 1.0, "optim.lr": 0.01}
+def _train_py(tmp_path, red116_dir, workdir, **run):
+  """train.py of the jobs' config on 2 x 2: (exit status, output) of `tiny_run.run`."""
+  config = tiny_run.config(str(tmp_path / "data"), red116_dir)
+  return tiny_run.run(launch_cmd("train.py", *tiny_run.train_py_args(config, **OVERRIDES),
+                                 f"--workdir={workdir}"), timeout=300, **run)
+
+
+def _resumed_everywhere(workdir, processes=2):
+  """True once every process of a train.py job has logged that it resumed (its signal handler
+  is set by then)."""
+  logs = glob.glob(os.path.join(workdir, "train.*.log.INFO.*"))
+  return sum("resumed from step" in pathlib.Path(p).read_text() for p in logs) == processes
 
 
 @pytest.fixture(scope="module")
@@ -137,10 +161,10 @@ def runs(tmp_path_factory, red116_dir):
   tmp = tmp_path_factory.mktemp("multihost_train")
   out = {"reference": _job(tmp, red116_dir, "reference", 1),
          "killed": _job(tmp, red116_dir, "killed", 2, kill_at=4)}
+  out["stopped"] = _train_py(tmp, red116_dir, tmp / "killed", sig=signal.SIGTERM,
+                             until=lambda _: _resumed_everywhere(tmp / "killed"))
   out["resumed"] = _job(tmp, red116_dir, "killed", 1)
-  cmd = [sys.executable, "-m", "revgm_jax.launch_local", "--processes=2",
-         "--devices_per_process=2", "--", "eval.py", f"--workdir={tmp / 'reference'}",
-         f"--out_dir={tmp / 'eval_2x2'}"]
+  cmd = launch_cmd("eval.py", f"--workdir={tmp / 'reference'}", f"--out_dir={tmp / 'eval_2x2'}")
   start = time.monotonic()
   e = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
   out["eval"] = (e.returncode, e.stdout, e.stderr, time.monotonic() - start)
@@ -174,12 +198,43 @@ def test_killed_process_stops_the_job_and_its_checkpoint_resumes_in_one_process(
   assert seconds < 200  # p0, blocked in a collective, was stopped instead of hanging
   # 2 processes x 2 devices took the same 2 steps as 1 process x 4 devices ...
   _assert_close(_variables(tmp / "killed", 2), _variables(tmp / "reference", 2))
-  # ... and resumed from there by 1 process, the run ends where the reference ended.
+  # ... and resumed from there (by train.py on 2 x 2 to its SIGTERM, then by 1 process), the
+  # run ends where the reference ended.
   _assert_close(_variables(tmp / "killed", 4), _variables(tmp / "reference", 4))
   a = json.loads((tmp / "reference" / "results.json").read_text())
   b = json.loads((tmp / "killed" / "results.json").read_text())
   for key in ("cont_l1", "net_f1", "loss_f1", "loss"):
     assert b["val_last"][key] == pytest.approx(a["val_last"][key], rel=1e-4), key
+
+
+@pytest.mark.multihost
+def test_sigterm_to_the_launcher_stops_every_process_at_the_same_saved_step(runs):
+  tmp, out = runs
+  status, output = out["stopped"]
+  assert status == stop_signal.EXIT_STOPPED, output
+  assert "launch_local: SIGTERM: passed on to every process as SIGTERM" in output
+  saved = dict(re.findall(r"\[(p\d)\] .*SIGTERM: saved step (\d+), stopping", output))
+  assert sorted(saved) == ["p0", "p1"] and len(set(saved.values())) == 1, output
+  step = int(saved["p0"])
+  assert 2 < step <= 4 and (tmp / "killed" / "latest" / str(step)).is_dir()  # resumed from 2
+  assert (f"[p0] stopped by SIGTERM: saved step {step} in {tmp / 'killed'}; rerun the same "
+          "command to continue") in output
+  assert "Traceback" not in output
+  assert "[p0] train ok" in out["resumed"][1]  # and the run ends as the reference (above)
+
+
+@pytest.mark.multihost
+def test_a_refused_workdir_stops_every_process_with_the_same_line(tmp_path, red116_dir):
+  """Process 0 holds the lock and decides; the others raise its error instead of training on
+  into a collective (they hung for 30 s, then failed with a traceback)."""
+  workdir = tmp_path / "busy"
+  with workdir_lock.hold(str(workdir)):
+    status, output = _train_py(tmp_path, red116_dir, workdir)
+  assert status == 2, output
+  for p in ("p0", "p1"):
+    assert (f"[{p}] train.py: workdir {workdir} is in use by another run: pid {os.getpid()} on "
+            "host ") in output
+  assert "Traceback" not in output
 
 
 @pytest.mark.multihost

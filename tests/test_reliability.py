@@ -1,6 +1,8 @@
 """What an unlucky user meets: a rerun under another config, a corrupt checkpoint, a locked
-workdir, odd images, bad values, nothing to parse, a full disk (the README's catalogue)."""
+workdir, odd images, bad values, nothing to parse, a full disk, an unwritable workdir (the
+README's catalogue)."""
 
+import glob
 import json
 import os
 import shutil
@@ -67,6 +69,23 @@ def test_only_run_fields_count_and_clear_removes_the_run(tiny, tmp_path):
   copy = _copy(workdir, tmp_path / "w")
   workdir_lib.clear(copy)
   assert sorted(os.listdir(copy)) == ["lock"] and not workdir_lib.is_workdir(copy)
+
+
+def test_overwrite_trains_afresh_under_another_config_and_keeps_the_logs(tiny, tmp_path):
+  workdir, config = tiny
+  copy = _copy(workdir, tmp_path / "w")
+  old_log = os.path.join(copy, "train.vm.root.log.INFO.20000101-000000.1")
+  with open(old_log, "w") as f:
+    f.write("the log of the first run\n")
+  (old_events,) = glob.glob(os.path.join(copy, workdir_lib.EVENTS_GLOB))
+  status, out = tiny_run.run(tiny_run.train_py(config, copy, "--config.seed=1",
+                                               "--config.num_train_steps=2", "--overwrite"))
+  assert status == 0, out
+  assert workdir_lib.load_config(copy).seed == 1
+  with open(workdir_lib.results_path(copy)) as f:
+    assert json.load(f)["last_step"] == 2
+  assert sorted(os.listdir(os.path.join(copy, "latest"))) == ["2"]  # step 4 of the old run gone
+  assert not os.path.exists(old_events) and os.path.exists(old_log)
 
 
 def test_evaluating_with_the_config_of_another_model_names_the_field(tiny):
@@ -151,8 +170,6 @@ def test_ctrl_c_is_noted_once_then_acts_at_once():
     with pytest.raises(KeyboardInterrupt):
       os.kill(os.getpid(), signal.SIGINT)
   assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
-  with stop_signal.catch(multiprocess=True):  # JAX's preemption service has SIGTERM there
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL and not stop_signal.received()
 
 
 # --- 5. inputs --------------------------------------------------------------------------------
@@ -218,3 +235,27 @@ def test_eval_py_of_a_corrupt_best_step_is_one_line_exit_2(tiny, tmp_path):
   assert out.stderr.strip().splitlines()[-1].startswith(
       f"eval.py: no step of {best} restores: {best}/{step}: ")
   assert "Traceback" not in out.stderr
+
+
+# --- write errors: one line naming the path, exit 4 --------------------------------------------
+
+def test_train_py_into_a_workdir_that_cannot_be_made_is_one_line_exit_4(tmp_path):
+  (tmp_path / "file").write_text("")  # a file where a folder belongs: root cannot write there
+  workdir = tmp_path / "file" / "w"
+  out = subprocess.run([sys.executable, "train.py", f"--workdir={workdir}"], cwd=tiny_run.REPO,
+                       capture_output=True, text=True, timeout=300)
+  assert (out.returncode, out.stderr) == (4, f"train.py: cannot write {workdir}: Not a directory\n")
+
+
+def test_results_to_a_full_disk_is_one_line_exit_4_and_the_traceback_in_the_log(tiny, tmp_path):
+  workdir, config = tiny
+  copy = _copy(workdir, tmp_path / "w")
+  results = workdir_lib.results_path(copy)
+  os.remove(results)
+  os.symlink("/dev/full", results)  # every write to it: ENOSPC, "No space left on device"
+  status, out = tiny_run.run(tiny_run.train_py(config, copy))
+  assert status == 4, out
+  assert out.endswith(f"train.py: cannot write {results}: No space left on device\n")
+  assert "Traceback" not in out
+  with open(os.path.join(copy, "train.INFO")) as f:
+    assert "Traceback" in f.read()

@@ -1,11 +1,19 @@
-"""A tiny trained workdir for the evaluation and parse tests, trained once per test session.
+"""A tiny trained workdir for the evaluation and parse tests, trained once per test session;
+the train.py and experiments/ command lines of its config, and `run`, which runs one as the
+kill tests need.
 
 8 GMs of random images with RED116 labels (5 train, 1 validation, the 2 of test set 1 present),
 16 x 16 pixels, the `:tiny` model, a few steps of `train_lib.train_and_evaluate`.
 """
 
 import os
+import select
+import signal
+import subprocess
 import sys
+import time
+
+import pytest
 
 import gm_folders
 from revgm_jax import config_utils
@@ -43,12 +51,47 @@ def config(root, red116_dir, **more):
   return config_utils.load_config(TINY, {**overrides(root, red116_dir), **more})
 
 
-def train_py_args(c) -> list[str]:
-  """train.py's flags for the config `c` made by `config` (its overrides as --config.X=V)."""
-  root = os.path.dirname(c.data.image_dir)
+def _flags(overrides_: dict) -> list[str]:
+  """--config=TINY and {"dotted.field": value} as --config.X=V flags."""
   return [f"--config={TINY}"] + [
       f"--config.{k}=" + (",".join(map(str, v)) if isinstance(v, tuple) else str(v))
-      for k, v in overrides(root, c.data.labels_dir).items()]
+      for k, v in overrides_.items()]
+
+
+def train_py_args(c, **more) -> list[str]:
+  """train.py's flags for the config `c` made by `config` (its overrides, and `more` given to
+  `config`, as --config.X=V)."""
+  root = os.path.dirname(c.data.image_dir)
+  return _flags({**overrides(root, c.data.labels_dir), **more})
+
+
+def train_py(c, workdir, *flags) -> list[str]:
+  """The train.py command of the config `c` (made by `config`) on `workdir`."""
+  return [sys.executable, "train.py", *train_py_args(c), f"--workdir={workdir}", *flags]
+
+
+def run(cmd: list[str], until=None, sig=signal.SIGKILL, timeout: float = 600.0
+        ) -> tuple[int, str]:
+  """Runs `cmd` from the repository root, in a session of its own; sends it `sig` (a real
+  signal to the real process) once `until(output so far)` is true, checked as output arrives
+  and every 0.1 s. Returns (exit status, stdout and stderr together). A command still running
+  after `timeout` s is killed with everything it started, and fails the test."""
+  deadline = time.monotonic() + timeout
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True)
+  out, pending = b"", until
+  while time.monotonic() < deadline:
+    if select.select([proc.stdout], [], [], 0.1)[0]:
+      chunk = os.read(proc.stdout.fileno(), 65536)
+      if not chunk:
+        return proc.wait(max(0.0, deadline - time.monotonic())), out.decode(errors="replace")
+      out += chunk
+    if pending and pending(out.decode(errors="replace")):
+      proc.send_signal(sig)
+      pending = None
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  pytest.fail(f"{cmd[:4]} ran over {timeout} s:\n{out.decode(errors='replace')[-5000:]}")
 
 
 def experiment_cmd(script: str, tmp_path, red116_dir, *extra) -> list[str]:
@@ -57,10 +100,8 @@ def experiment_cmd(script: str, tmp_path, red116_dir, *extra) -> list[str]:
   if not (root / "images").is_dir():
     gm_folders.write_layout(root / "images", GMS, IMAGES_PER_GM)
   more = {"num_train_steps": 2, "eval_every_steps": 2, "eval.figures": False}
-  args = {**overrides(str(root), red116_dir), **more}
-  return [sys.executable, os.path.join(REPO, "experiments", script), f"--config={TINY}",
-          *(f"--config.{k}=" + (",".join(map(str, v)) if isinstance(v, tuple) else str(v))
-            for k, v in args.items()), *extra]
+  return [sys.executable, os.path.join(REPO, "experiments", script),
+          *_flags({**overrides(str(root), red116_dir), **more}), *extra]
 
 
 _RUNS = {}

@@ -185,8 +185,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
   if rgt is not None:
     results["random_gt_workdir"] = rgt.workdir
   if jax.process_index() == 0:
-    paths = report.write_report(out_dir or workdir_lib.report_dir(workdir), results, space,
-                                config.eval.figures, reduce.figures())
+    out = out_dir or workdir_lib.report_dir(workdir)
+    with workdir_lib.writing(out):
+      paths = report.write_report(out, results, space, config.eval.figures, reduce.figures())
     logging.info("evaluation report: %s", ", ".join(paths))
     if calib is not None and not out_dir:  # the temperatures `revgm parse` applies
       workdir_lib.write_json(workdir_lib.calibration_path(workdir),

@@ -118,7 +118,8 @@ def evaluate_classifier(task, workdir: str, data, variables, *, step: int, which
     curves = {"roc": rocs, "reliability": task_metrics.reliability(
         test["pred"]["prob"].max(1), test["pred"]["prob"].argmax(1) == test["label"])}
     if jax.process_index() == 0:
-      openset.save(workdir, which, step, stats, thresh)
+      with workdir_lib.writing(openset.path(workdir, which, step)):
+        openset.save(workdir, which, step, stats, thresh)
     results["thresholds"] = thresh
     results["confusion"] = m["closed"]["confusion"]
   results["metrics"] = m
@@ -126,7 +127,8 @@ def evaluate_classifier(task, workdir: str, data, variables, *, step: int, which
                                                  if k in ("loss", "fen", "ce")},
                                        config.eval.open_set_score)}
   if jax.process_index() == 0:
-    paths = task_report.write_report(out_dir or workdir_lib.report_dir(workdir), results,
-                                     curves, config.eval.figures)
+    out = out_dir or workdir_lib.report_dir(workdir)
+    with workdir_lib.writing(out):
+      paths = task_report.write_report(out, results, curves, config.eval.figures)
     logging.info("evaluation report: %s", ", ".join(paths))
   return results
