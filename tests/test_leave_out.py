@@ -35,3 +35,6 @@ def test_leave_out_summarises_the_sets_and_reuses_finished_runs(tmp_path, red116
   assert changed.returncode == 1
   assert "holds a finished run of another config" in changed.stderr
   assert "Traceback" not in changed.stderr
+
+  outside = _leave_out(tmp_path, red116_dir, "--random_gt_sets=3")  # not among --sets=1,2
+  assert outside.returncode == 1 and "expected set numbers among --sets" in outside.stderr
