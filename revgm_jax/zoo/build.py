@@ -324,8 +324,12 @@ def _make(cfg: ml_collections.ConfigDict, out_dir: str, gms: list[P.GMPlan], sha
     pool = training_pool(cfg) if any(gm.trained for gm in todo) else None
     bar = tqdm(todo, desc=f"zoo {cfg.preset}", unit="GM", initial=len(gms) - len(todo),
                total=len(gms), file=sys.stdout)
-    for gm in bar:
+    for i, gm in enumerate(bar):
       bar.set_postfix_str(gm.name)
+      if i and gm.spec != todo[i - 1].spec:
+        # Each compiled program keeps its code mapped: hundreds of GMs exhaust the process's
+        # memory maps (LLVM "Cannot allocate memory"). A cohort shares its sampling compile.
+        jax.clear_caches()
       t = time.time()
       images, record = build_gm(cfg, gm, pool)
       record["seconds"] = round(time.time() - t, 2)
