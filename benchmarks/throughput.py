@@ -41,21 +41,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-# Dense peak TFLOP/s per device (tensor cores; fp32 matmuls on GPUs run as TF32 under JAX's
-# default precision and under torch.backends.cuda.matmul.allow_tf32). Keys: jax device_kind.
-PEAK_TFLOPS = {
-    "NVIDIA H100 80GB HBM3": {"float32": 494.7, "bfloat16": 989.4},
-    "NVIDIA H100 PCIe": {"float32": 378.0, "bfloat16": 756.0},
-    "NVIDIA H200": {"float32": 494.7, "bfloat16": 989.4},
-    "NVIDIA A100-SXM4-80GB": {"float32": 156.0, "bfloat16": 312.0},
-    "NVIDIA A100-SXM4-40GB": {"float32": 156.0, "bfloat16": 312.0},
-    "NVIDIA L4": {"float32": 60.0, "bfloat16": 121.0},
-    "TPU v4": {"float32": 275.0, "bfloat16": 275.0},
-    "TPU v5 lite": {"float32": 197.0, "bfloat16": 197.0},
-    "TPU v5p": {"float32": 459.0, "bfloat16": 459.0},
-    "TPU v6 lite": {"float32": 918.0, "bfloat16": 918.0},
-}
-MATMUL_N = 4096
+from benchmarks import host_resources, jax_step, peak_flops, step_settings  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -107,46 +93,6 @@ def parse_size(text: str, flag: str) -> tuple[int, int]:
   return image, batch
 
 
-def bench_config(image_size: int, batch_size: int, dtype: str):
-  """The paper's settings (configs/red116.py) at another image/batch size."""
-  from revgm_jax import config_utils
-  return config_utils.load_config(os.path.join(REPO, "configs", "red116.py"), {
-      "image_size": image_size, "batch_size": batch_size, "model.dtype": dtype})
-
-
-def synthetic_class_weights(space):
-  """Unequal class weights with the layout of `labels.class_weights` (values set no speed)."""
-  import numpy as np
-  ramp = lambda k: np.linspace(1.0, 2.0, k, dtype=np.float32)  # noqa: E731
-  return {"disc": [ramp(k) for k in space.discrete_classes],
-          "group": [ramp(2)] * space.num_groups, "loss": [ramp(2)] * space.num_loss_types}
-
-
-def cpu_threads() -> int:
-  """Cores XLA:CPU's thread pool uses (the process's CPU affinity), also given to torch."""
-  return len(os.sched_getaffinity(0))
-
-
-def _status_bytes(field: str) -> int:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith(field):
-        return int(line.split()[1]) * 1024
-  return 0
-
-
-def reset_peak_rss() -> int:
-  """Resets the high-water mark of this process's RSS (Linux clear_refs 5); returns the RSS."""
-  with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-  return _status_bytes("VmRSS:")
-
-
-def peak_rss_growth(baseline: int) -> int:
-  """Peak RSS since `reset_peak_rss` above the RSS it returned: what a contender added."""
-  return _status_bytes("VmHWM:") - baseline
-
-
 @dataclasses.dataclass
 class Series:
   """Per-window seconds per step of one contender."""
@@ -162,79 +108,6 @@ class Series:
     return self.batch / np.asarray(self.seconds)
 
 
-class JaxStep:
-  """Our training step on a random global batch, state donated and fed back."""
-
-  def __init__(self, config, devices, count_flops: bool = True):
-    import jax
-    import numpy as np
-    from revgm_jax import labels, sharding, steps
-    from revgm_jax.models import model as model_lib
-
-    self.jax = jax
-    space = labels.get_space(config.data.space)
-    s, b = config.image_size, config.batch_size
-    self.mesh = sharding.make_mesh(devices)
-    model = model_lib.create_model(config, space, axis_name=sharding.AXIS)
-    tx = steps.make_optimizer(config.optim)
-    step = steps.make_train_step(config, model, tx, space, synthetic_class_weights(space),
-                                 self.mesh)
-    self.state = steps.create_train_state(jax.random.key(config.seed), model, tx,
-                                          (s, s, 3), self.mesh)
-    rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.normal(size=(b, s, s, 3)).astype(np.float32),
-        "net": np.concatenate(
-            [rng.uniform(size=(b, space.num_continuous)),
-             np.stack([rng.integers(0, k, b) for k in space.discrete_classes], 1)],
-            1).astype(np.float32),
-        "loss": rng.integers(0, 2, (b, space.num_loss_types)).astype(np.int32),
-        "loss_group": rng.integers(0, 2, (b, space.num_groups)).astype(np.int32),
-        "gm_row": np.zeros((b,), np.int32),
-        "mask": np.ones((b,), bool),
-    }
-    self.batch = sharding.host_batch_to_global(batch, self.mesh)
-    self.rng = jax.random.key(1)
-    t = time.perf_counter()
-    lowered = step.lower(self.state, self.batch, self.rng)
-    self.compiled = lowered.compile()
-    self.compile_s = time.perf_counter() - t
-    mem = self.compiled.memory_analysis()
-    self.xla_bytes = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
-                      + mem.output_size_in_bytes - mem.alias_size_in_bytes) if mem else 0
-    self.flops_per_device_step = float("nan")
-    if not count_flops:
-      return
-    # Model FLOPs: XLA's cost analysis of the step's per-device program before optimisation
-    # (library fusions such as YNNPACK's hide their FLOPs from the compiled program's).
-    cost = lowered.cost_analysis()
-    self.flops_per_device_step = float(cost["flops"])
-
-  def run(self, n: int):
-    for _ in range(n):
-      self.state, metrics = self.compiled(self.state, self.batch, self.rng)
-    self.jax.block_until_ready((self.state, metrics))
-    return metrics
-
-
-class Matmul:
-  """The CPU's attainable peak: a jitted fp32 4096^2 matmul on XLA's own thread pool."""
-
-  def __init__(self):
-    import jax
-    import jax.numpy as jnp
-    self.jax = jax
-    a = jax.random.normal(jax.random.key(0), (MATMUL_N, MATMUL_N), jnp.float32)
-    self.a = a
-    self.f = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(self.f(a))
-
-  def flops_per_s(self) -> float:
-    t = time.perf_counter()
-    self.jax.block_until_ready(self.f(self.a))
-    return 2 * MATMUL_N ** 3 / (time.perf_counter() - t)
-
-
 def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -> dict:
   """Interleaved windows of our step, the torch peer(s) and (CPU) the matmul peak."""
   import jax
@@ -242,14 +115,14 @@ def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -
 
   from revgm_jax import steps  # noqa: F401  (imports TensorFlow: before the RSS baseline)
 
-  config = bench_config(image, batch, dtype)
+  config = step_settings.bench_config(image, batch, dtype)
   devices = jax.devices()[:1]
-  rss0 = reset_peak_rss()
-  ours = JaxStep(config, devices)
+  rss0 = host_resources.reset_peak_rss()
+  ours = jax_step.JaxStep(config, devices)
   ours.run(2)  # warm-up (first calls allocate)
   jax_series = Series("jax", batch, compile_s=ours.compile_s)
   if platform_name == "cpu":
-    jax_series.peak_memory = peak_rss_growth(rss0)
+    jax_series.peak_memory = host_resources.peak_rss_growth(rss0)
     jax_series.memory_kind = "host RSS growth over build, compilation and 2 steps"
   else:
     stats = devices[0].memory_stats() or {}
@@ -264,7 +137,7 @@ def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -
   contenders = [(jax_series, run_ours, None)]
   if args.torch != "none":
     contenders += torch_contenders(config, dtype, args, platform_name)
-  matmul = Matmul() if platform_name == "cpu" else None
+  matmul = peak_flops.Matmul() if platform_name == "cpu" else None
   peaks = []
   try:
     for r in range(args.windows):
@@ -280,13 +153,7 @@ def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -
       if worker is not None:
         worker.close()
 
-  if matmul:
-    peak, peak_src = float(np.median(peaks)), f"measured {MATMUL_N}^2 fp32 matmul"
-  else:
-    kind = devices[0].device_kind
-    table = PEAK_TFLOPS.get(kind, {})
-    peak = table.get(dtype, float("nan")) * 1e12
-    peak_src = f"PEAK_TFLOPS[{kind!r}]" if table else f"unknown device {kind!r}"
+  peak, peak_src = peak_flops.peak_flops_per_s(peaks, devices[0].device_kind, dtype)
   step_s = np.asarray(jax_series.seconds)
   result = {
       "image": image, "batch": batch, "dtype": dtype, "devices": len(devices),
@@ -362,8 +229,8 @@ def torch_worker(spec: dict):
   from revgm_jax import labels
   from revgm_jax.losses import constraints
 
-  baseline = reset_peak_rss()
-  config = bench_config(spec["image"], spec["batch"], spec["dtype"])
+  baseline = host_resources.reset_peak_rss()
+  config = step_settings.bench_config(spec["image"], spec["batch"], spec["dtype"])
   device = spec["device"]
   if device == "cpu":
     torch.set_num_threads(spec["threads"])
@@ -373,7 +240,7 @@ def torch_worker(spec: dict):
   space = labels.get_space(config.data.space)
   torch.manual_seed(config.seed)
   batch = torch_step.random_batch(space, config.batch_size, config.image_size, device=device)
-  step = torch_step.TorchStep(config, space, synthetic_class_weights(space),
+  step = torch_step.TorchStep(config, space, step_settings.synthetic_class_weights(space),
                               constraints.low_freq_radius(config), compile=spec["compile"],
                               dtype=spec["dtype"], device=device)
   t = time.perf_counter()
@@ -383,7 +250,7 @@ def torch_worker(spec: dict):
   ready = {"compile_s": time.perf_counter() - t, "torch": torch.__version__,
            "threads": torch.get_num_threads()}
   if device == "cpu":
-    ready["peak_memory"] = peak_rss_growth(baseline)
+    ready["peak_memory"] = host_resources.peak_rss_growth(baseline)
     ready["memory_kind"] = "host RSS growth over build, compilation and 2 steps"
   else:
     ready["peak_memory"] = torch.cuda.max_memory_allocated()
@@ -408,7 +275,7 @@ def torch_contenders(config, dtype, args, platform_name):
       print("  torch has no CUDA here: the peer is skipped (install a CUDA build of torch)")
       return []
   spec = {"image": config.image_size, "batch": config.batch_size, "dtype": dtype,
-          "device": device, "threads": cpu_threads()}
+          "device": device, "threads": host_resources.cpu_threads()}
   modes = [("torch eager", False, None)]
   if device == "cpu" and "OMP_WAIT_POLICY" not in os.environ:
     modes.append(("torch eager passive", False, "PASSIVE"))
@@ -460,7 +327,7 @@ def _op_kinds(hlo_text: str) -> dict:
   return kinds
 
 
-def profile_step(ours: "JaxStep", directory: str, steps: int = 2, top: int = 25):
+def profile_step(ours: "jax_step.JaxStep", directory: str, steps: int = 2, top: int = 25):
   """Traces `steps` steps and prints the XLA ops' summed thread time, largest first."""
   import collections
   import glob
@@ -493,8 +360,8 @@ def scaling_worker(devices: int, image: int, per_device_batch: int, args) -> dic
   """One weak-scaling point (in a subprocess on CPU, where XLA_FLAGS fixed the device count)."""
   import jax
   import numpy as np
-  config = bench_config(image, per_device_batch * devices, "float32")
-  ours = JaxStep(config, jax.devices()[:devices], count_flops=False)
+  config = step_settings.bench_config(image, per_device_batch * devices, "float32")
+  ours = jax_step.JaxStep(config, jax.devices()[:devices], count_flops=False)
   ours.run(2)
   seconds = []
   for _ in range(args.windows):
@@ -536,7 +403,7 @@ def environment(platform_name: str) -> dict:
   import jax
   env = {"jax": jax.__version__, "platform": platform_name,
          "device_kind": jax.devices()[0].device_kind, "device_count": jax.device_count(),
-         "cpu": platform.processor() or platform.machine(), "threads": cpu_threads(),
+         "cpu": platform.processor() or platform.machine(), "threads": host_resources.cpu_threads(),
          "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version()}
   try:
     with open("/proc/cpuinfo") as f:
@@ -615,8 +482,8 @@ def main(argv=None):
   if args.profile:
     import jax
     image, batch = args.sizes[0]
-    profile_step(JaxStep(bench_config(image, batch, dtypes[0]), jax.devices()[:1]),
-                 args.profile)
+    profile_step(jax_step.JaxStep(step_settings.bench_config(image, batch, dtypes[0]),
+                                  jax.devices()[:1]), args.profile)
   scaling = weak_scaling(args, platform_name) if args.scaling else []
   env["torch"] = next((r["torch"] for r in results if "torch" in r), None)
   print_report(env, results, scaling)
