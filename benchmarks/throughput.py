@@ -4,18 +4,19 @@ r"""Training-step throughput: our jit(shard_map) step against a PyTorch peer, MF
   python benchmarks/throughput.py                # 64x16 and 128x32 (the two CPU targets)
   python benchmarks/throughput.py --sizes=64x16,128x32,128x64 --torch_compile --scaling
 
-Times the full model-parsing training step of `revgm_jax.steps.make_train_step` (FEN, the
-four FFT constraint losses, parser, all heads, backward, Adam) at the paper's settings
+Times the full model-parsing training step of `revgm_jax.steps.make_train_step` (FEN, the four
+FFT constraint losses, parser, all heads, backward, Adam) at the paper's settings
 (`configs/red116.py`: 17 x 64 FEN, radius 25, Adam lr 1e-4 with L2 1e-4) on a fixed random
-batch, and the PyTorch peer of `benchmarks/torch_step.py` (the same step written from
-the design notes) in the same invocation, with the same sizes and thread count. The peer runs in
-worker processes driven over a pipe (own OpenMP settings, own memory figures): on CPU once with
-OpenMP's default waiting and once with OMP_WAIT_POLICY=PASSIVE, because spinning OpenMP threads
-lose up to 2x on a shared machine; the ratio takes the faster one. Compilation and warm-up are
-excluded; `block_until_ready` is called only at window boundaries. The machine this was
-written on is shared and its speed drifts 2-8x within an hour, so the JAX windows, the torch
-windows and a 4096^2 fp32 matmul (the CPU's measured peak, for MFU) are interleaved round by
-round and the ratio is the median of the per-round ratios: back-to-back numbers only.
+batch, and the PyTorch peer of `benchmarks/torch_step.py` (the same step written from the design
+notes) in the same invocation, with the same sizes and thread count. The peer runs in worker
+processes driven over a pipe (`benchmarks/torch_peer.py`: own OpenMP settings, own memory
+figures): on CPU once with OpenMP's default waiting and once with OMP_WAIT_POLICY=PASSIVE,
+because spinning OpenMP threads lose up to 2x on a shared machine; the ratio takes the faster
+one. Compilation and warm-up are excluded; `block_until_ready` is called only at window
+boundaries. The machine this was written on is shared and its speed drifts 2-8x within an hour,
+so the JAX windows, the torch windows and a 4096^2 fp32 matmul (the CPU's measured peak, for
+MFU) are interleaved round by round and the ratio is the median of the per-round ratios:
+back-to-back numbers only.
 
 MFU = model FLOPs per step (XLA's cost analysis of the lowered step, before library fusions
 hide FLOPs) x steps/s / peak. The peak
@@ -67,7 +68,6 @@ def parse_args(argv=None):
                       "and print XLA's ops by time")
   p.add_argument("--json", default="", help="also write all results to this JSON file")
   p.add_argument("--scaling_worker", type=int, default=0, help=argparse.SUPPRESS)
-  p.add_argument("--torch_worker", default="", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.quick:
     args.sizes, args.windows, args.steps = "64x16", 3, 2
@@ -134,9 +134,13 @@ def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -
     ours.run(n)
     return time.perf_counter() - t
 
-  contenders = [(jax_series, run_ours, None)]
+  contenders = [(jax_series, run_ours, None)]  # (series, run(n) -> seconds, worker to close)
   if args.torch != "none":
-    contenders += torch_contenders(config, dtype, args, platform_name)
+    from benchmarks import torch_peer
+    for worker in torch_peer.torch_contenders(config, dtype, args.torch_compile, platform_name):
+      contenders.append((Series(worker.name, batch, compile_s=worker.ready["compile_s"],
+                                peak_memory=worker.ready["peak_memory"],
+                                memory_kind=worker.ready["memory_kind"]), worker.run, worker))
   matmul = peak_flops.Matmul() if platform_name == "cpu" else None
   peaks = []
   try:
@@ -189,111 +193,6 @@ def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -
     result["torch"] = workers[0].ready["torch"]
     result["torch_threads"] = workers[0].ready["threads"]
   return result
-
-
-class TorchWorker:
-  """The PyTorch peer in its own process (own OpenMP settings and memory), driven over a pipe.
-
-  The main process interleaves its windows with ours, so the timings stay back to back.
-  """
-
-  def __init__(self, name: str, spec: dict, env: dict):
-    self.name = name
-    self.proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--torch_worker", json.dumps(spec)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    self.ready = self._reply()
-
-  def _reply(self) -> dict:
-    line = self.proc.stdout.readline()
-    if not line:
-      raise RuntimeError(f"the {self.name} worker exited (code {self.proc.wait()}); its stderr "
-                         "is above")
-    return json.loads(line)
-
-  def run(self, n: int) -> float:
-    """Seconds for n steps, synchronised."""
-    self.proc.stdin.write(f"{n}\n")
-    self.proc.stdin.flush()
-    return self._reply()["seconds"]
-
-  def close(self):
-    self.proc.stdin.close()
-    self.proc.wait()
-
-
-def torch_worker(spec: dict):
-  """Worker side of TorchWorker: build the peer, warm up, then time windows on request."""
-  import torch
-  from benchmarks import torch_step
-  from revgm_jax import labels
-  from revgm_jax.losses import constraints
-
-  baseline = host_resources.reset_peak_rss()
-  config = step_settings.bench_config(spec["image"], spec["batch"], spec["dtype"])
-  device = spec["device"]
-  if device == "cpu":
-    torch.set_num_threads(spec["threads"])
-  else:
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-  space = labels.get_space(config.data.space)
-  torch.manual_seed(config.seed)
-  batch = torch_step.random_batch(space, config.batch_size, config.image_size, device=device)
-  step = torch_step.TorchStep(config, space, step_settings.synthetic_class_weights(space),
-                              constraints.low_freq_radius(config), compile=spec["compile"],
-                              dtype=spec["dtype"], device=device)
-  t = time.perf_counter()
-  step(batch)
-  step(batch)
-  step.synchronize()
-  ready = {"compile_s": time.perf_counter() - t, "torch": torch.__version__,
-           "threads": torch.get_num_threads()}
-  if device == "cpu":
-    ready["peak_memory"] = host_resources.peak_rss_growth(baseline)
-    ready["memory_kind"] = "host RSS growth over build, compilation and 2 steps"
-  else:
-    ready["peak_memory"] = torch.cuda.max_memory_allocated()
-    ready["memory_kind"] = "torch.cuda.max_memory_allocated"
-  print(json.dumps(ready), flush=True)
-  for line in sys.stdin:
-    t = time.perf_counter()
-    for _ in range(int(line)):
-      step(batch)
-    step.synchronize()
-    print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
-
-
-def torch_contenders(config, dtype, args, platform_name):
-  """PyTorch peers: eager (on CPU with OpenMP's default and passive waiting: spinning threads
-  lose badly on a shared machine, so both run and the ratio takes the faster one each round),
-  and torch.compile'd with --torch_compile."""
-  device = "cuda" if platform_name == "gpu" else "cpu"
-  if device == "cuda":
-    import torch
-    if not torch.cuda.is_available():
-      print("  torch has no CUDA here: the peer is skipped (install a CUDA build of torch)")
-      return []
-  spec = {"image": config.image_size, "batch": config.batch_size, "dtype": dtype,
-          "device": device, "threads": host_resources.cpu_threads()}
-  modes = [("torch eager", False, None)]
-  if device == "cpu" and "OMP_WAIT_POLICY" not in os.environ:
-    modes.append(("torch eager passive", False, "PASSIVE"))
-  if args.torch_compile:
-    modes.append(("torch.compile", True, None))
-  out = []
-  for name, compiled, wait_policy in modes:
-    env = dict(os.environ, **({"OMP_WAIT_POLICY": wait_policy} if wait_policy else {}))
-    worker = TorchWorker(name, dict(spec, compile=compiled), env)
-    series = Series(name, config.batch_size, compile_s=worker.ready["compile_s"],
-                    peak_memory=worker.ready["peak_memory"],
-                    memory_kind=worker.ready["memory_kind"])
-
-    def run(n, worker=worker, series=series):
-      return worker.run(n)
-
-    out.append((series, run, worker))
-  return out
 
 
 def _op_kinds(hlo_text: str) -> dict:
@@ -462,9 +361,6 @@ def print_report(env: dict, results: list, scaling: list):
 
 def main(argv=None):
   args = parse_args(argv)
-  if args.torch_worker:
-    torch_worker(json.loads(args.torch_worker))
-    return
   import jax
   platform_name = jax.default_backend()
   if args.scaling_worker:

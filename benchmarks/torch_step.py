@@ -1,4 +1,4 @@
-"""PyTorch peer of our model-parsing training step, used only by `benchmarks/throughput.py`.
+"""PyTorch peer of our model-parsing training step, used only by `benchmarks/torch_peer.py`.
 
 Written from the design notes in docs/ (not from our JAX code) so that "faster than PyTorch"
 compares the same work: FEN (DnCNN with BatchNorm), the four FFT constraint losses, the
