@@ -18,13 +18,13 @@ so the JAX windows, the torch windows and a 4096^2 fp32 matmul (the CPU's measur
 MFU) are interleaved round by round and the ratio is the median of the per-round ratios:
 back-to-back numbers only.
 
-MFU = model FLOPs per step (XLA's cost analysis of the lowered step, before library fusions
-hide FLOPs) x steps/s / peak. The peak
-is `PEAK_TFLOPS` for accelerators and the matmul rate measured in the same run on CPU.
-Weak scaling (`--scaling`) runs one subprocess per simulated CPU device count (1, 2, 4, 8;
+MFU = model FLOPs per step (XLA's cost analysis of the lowered step, before library fusions hide
+FLOPs) x steps/s / peak. The peak (`benchmarks/peak_flops.py`) is `PEAK_TFLOPS` for accelerators
+and the matmul rate measured in the same run on CPU. Weak scaling (`--scaling`,
+`benchmarks/weak_scaling.py`) runs one subprocess per simulated CPU device count (1, 2, 4, 8;
 XLA_FLAGS must be set before jax is imported) with the per-device batch fixed; on GPU/TPU it
 uses meshes over the first 1, 2, 4, 8 real devices. XLA flags are not changed here: what is
-measured is what users get.
+measured is what users get. `--profile`: `benchmarks/step_profile.py`.
 """
 
 import argparse
@@ -33,8 +33,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
 import time
 
@@ -67,7 +65,6 @@ def parse_args(argv=None):
                  help="write a jax.profiler trace of our step (first size) to this directory "
                       "and print XLA's ops by time")
   p.add_argument("--json", default="", help="also write all results to this JSON file")
-  p.add_argument("--scaling_worker", type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   if args.quick:
     args.sizes, args.windows, args.steps = "64x16", 3, 2
@@ -195,109 +192,6 @@ def measure_size(image: int, batch: int, dtype: str, args, platform_name: str) -
   return result
 
 
-def _op_kinds(hlo_text: str) -> dict:
-  """Thunk name -> short description (what a fusion computes) from the compiled HLO text."""
-  bodies, current = {}, None
-  for line in hlo_text.splitlines():
-    head = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
-    if head:
-      current = bodies.setdefault(head.group(1), [])
-    elif current is not None:
-      current.append(line)
-  kinds = {}
-  for line in (l for body in bodies.values() for l in body):
-    m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\(", line)
-    if not m:
-      continue
-    name, shape, op = m.groups()
-    if op == "fusion":
-      body = "\n".join(bodies.get(re.search(r"calls=%([\w.\-]+)", line).group(1), []))
-      conv = re.search(r"= (\S+) convolution\(.*window=\{size=(\w+)", body)
-      if conv:
-        op = f"convolution {conv.group(2)} window -> {conv.group(1).split('{')[0]}"
-      elif " dot(" in body:
-        op = "dot"
-      else:
-        op = "fusion " + name.rsplit(".", 1)[0]
-    elif op == "convolution":
-      window = re.search(r"size=(\w+)", line).group(1)
-      op = f"convolution {window} window -> {shape.split('{')[0]}"
-    kinds[name] = op
-  return kinds
-
-
-def profile_step(ours: "jax_step.JaxStep", directory: str, steps: int = 2, top: int = 25):
-  """Traces `steps` steps and prints the XLA ops' summed thread time, largest first."""
-  import collections
-  import glob
-  import jax
-  kinds = _op_kinds(ours.compiled.as_text())
-  with jax.profiler.trace(directory):
-    t = time.perf_counter()
-    ours.run(steps)
-    wall = (time.perf_counter() - t) / steps
-  path = sorted(glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True))[-1]
-  per_kind, count = collections.Counter(), collections.Counter()
-  for plane in jax.profiler.ProfileData.from_file(path).planes:
-    for line in plane.lines:
-      if "XLAEigen" not in line.name:  # the threads that run XLA:CPU's thunks
-        continue
-      for event in line.events:
-        if event.name.startswith("ThunkExecutor"):
-          continue
-        kind = kinds.get(event.name, event.name)
-        per_kind[kind] += event.duration_ns / 1e6 / steps
-        count[kind] += 1
-  total = sum(per_kind.values())
-  print(f"\nprofile ({path}): {1e3 * wall:.0f} ms per step wall, {total:.0f} ms per step of "
-        f"op time summed over XLA's threads")
-  for kind, ms in per_kind.most_common(top):
-    print(f"  {ms:8.1f} ms {100 * ms / total:5.1f}%  {count[kind] // steps:6d}x  {kind}")
-
-
-def scaling_worker(devices: int, image: int, per_device_batch: int, args) -> dict:
-  """One weak-scaling point (in a subprocess on CPU, where XLA_FLAGS fixed the device count)."""
-  import jax
-  import numpy as np
-  config = step_settings.bench_config(image, per_device_batch * devices, "float32")
-  ours = jax_step.JaxStep(config, jax.devices()[:devices], count_flops=False)
-  ours.run(2)
-  seconds = []
-  for _ in range(args.windows):
-    t = time.perf_counter()
-    ours.run(args.steps)
-    seconds.append((time.perf_counter() - t) / args.steps)
-  ips = config.batch_size / float(np.median(seconds))
-  return {"devices": devices, "global_batch": config.batch_size, "images_per_s": ips,
-          "images_per_s_per_device": ips / devices, "compile_s": ours.compile_s,
-          "step_s_median": float(np.median(seconds)),
-          "step_s_spread": float((max(seconds) - min(seconds)) / np.median(seconds))}
-
-
-def weak_scaling(args, platform_name: str) -> list:
-  image, per_device = args.scaling_size
-  points = []
-  if platform_name == "cpu":
-    for n in (1, 2, 4, 8):
-      env = dict(os.environ, XLA_FLAGS=" ".join(
-          [os.environ.get("XLA_FLAGS", ""), f"--xla_force_host_platform_device_count={n}"]))
-      cmd = [sys.executable, os.path.abspath(__file__), "--scaling_worker", str(n),
-             f"--scaling_size={image}x{per_device}", f"--windows={args.windows}",
-             f"--steps={args.steps}", "--torch=none"]
-      out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-      if out.returncode != 0:
-        raise RuntimeError(f"scaling worker for {n} devices failed:\n{out.stderr[-3000:]}")
-      points.append(json.loads(out.stdout.strip().splitlines()[-1]))
-      print(f"  scaling: {n} simulated devices: {points[-1]['images_per_s']:.2f} img/s",
-            flush=True)
-  else:
-    import jax
-    for n in (1, 2, 4, 8):
-      if n <= jax.device_count():
-        points.append(scaling_worker(n, image, per_device, args))
-  return points
-
-
 def environment(platform_name: str) -> dict:
   import jax
   env = {"jax": jax.__version__, "platform": platform_name,
@@ -363,10 +257,6 @@ def main(argv=None):
   args = parse_args(argv)
   import jax
   platform_name = jax.default_backend()
-  if args.scaling_worker:
-    image, per_device = args.scaling_size
-    print(json.dumps(scaling_worker(args.scaling_worker, image, per_device, args)))
-    return
   env = environment(platform_name)
   dtypes = ([d for d in args.dtypes.split(",") if d] if args.dtypes
             else ["float32"] if platform_name == "cpu" else ["float32", "bfloat16"])
@@ -376,11 +266,15 @@ def main(argv=None):
       print(f"measuring {image}x{image}, batch {batch}, {dtype} ...", flush=True)
       results.append(measure_size(image, batch, dtype, args, platform_name))
   if args.profile:
-    import jax
+    from benchmarks import step_profile
     image, batch = args.sizes[0]
-    profile_step(jax_step.JaxStep(step_settings.bench_config(image, batch, dtypes[0]),
-                                  jax.devices()[:1]), args.profile)
-  scaling = weak_scaling(args, platform_name) if args.scaling else []
+    step_profile.profile_step(jax_step.JaxStep(step_settings.bench_config(image, batch, dtypes[0]),
+                                               jax.devices()[:1]), args.profile)
+  scaling = []
+  if args.scaling:
+    from benchmarks import weak_scaling
+    scaling = weak_scaling.weak_scaling(args.scaling_size, args.windows, args.steps,
+                                        platform_name)
   env["torch"] = next((r["torch"] for r in results if "torch" in r), None)
   print_report(env, results, scaling)
   if args.json:
