@@ -156,6 +156,25 @@ def test_build_killed_midway_is_redone_pixel_exact(tmp_path, red116_dir):
       np.testing.assert_array_equal(ex["image"], expected[f])
 
 
+def test_a_second_build_of_the_same_folder_waits_for_the_first(tmp_path, red116_dir):
+  """Two runs started together on one folder: the second waits (the first here pauses, then
+  is killed), then builds; before, both wrote and the later rename failed (FileExistsError)."""
+  expected = gm_folders.write_layout(tmp_path / "images", GMS, images_per_gm=6)
+  args = [str(tmp_path / "images"), str(red116_dir), str(tmp_path / "tfds")]
+  first = subprocess.Popen([sys.executable, "-c", _KILLED_BUILD, *args], cwd=REPO,
+                           stdout=subprocess.PIPE, text=True)
+  assert "paused\n" in iter(first.stdout.readline, "")
+  second = subprocess.Popen([sys.executable, "-c", _KILLED_BUILD.replace("== 9", "< 0"), *args],
+                            cwd=REPO, stdout=subprocess.PIPE, text=True)
+  assert any("another process is writing them; waiting" in line
+             for line in iter(second.stdout.readline, ""))
+  first.kill()
+  assert second.wait(timeout=300) == 0
+  data = _build(tmp_path, red116_dir, shards_per_gm=2)
+  for gm in GMS:
+    assert sorted(_examples(data, gm)) == sorted(f for f in expected if f.startswith(gm + "/"))
+
+
 def test_label_dir_of_official_tables_only_uses_the_shipped_index(tmp_path, red116_dir):
   gm_folders.write_layout(tmp_path / "images", GMS, images_per_gm=2)
   label_dir = gm_folders.copy_labels(red116_dir, tmp_path / "labels")

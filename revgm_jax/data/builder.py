@@ -40,7 +40,7 @@ from PIL import Image
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from revgm_jax import config_utils, labels
+from revgm_jax import config_utils, file_lock, labels
 from revgm_jax.data import images
 
 NAME = "revgm_images"
@@ -301,7 +301,10 @@ def prepare(image_dir: str, labels_dir: str, space: str, data_dir: str = "",
                         image_dir=image_dir, labels_dir=labels_dir, space=space,
                         folders=tuple(folders))
   total = sum(len(gm.files) for gm in folders)
-  with tqdm(total=total, unit="img", desc=f"TFRecords of {image_dir}", leave=False,
+  lock = os.path.join(data_dir, NAME, f".lock-{config.name}")
+  with file_lock.waiting(lock, f"TFRecords of {image_dir}: another process is writing them; "
+                         "waiting for it"), \
+       tqdm(total=total, unit="img", desc=f"TFRecords of {image_dir}", leave=False,
             disable=None) as progress:
     builder = RevgmImages(data_dir=data_dir, config=config, progress=progress)
     if not builder.is_prepared():

@@ -20,8 +20,6 @@ seed, so the result is byte-identical to an uninterrupted build).
 from __future__ import annotations
 
 import collections
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from revgm_jax import config_utils, labels
+from revgm_jax import config_utils, file_lock, labels
 from revgm_jax.zoo import plan as P
 from revgm_jax.zoo import real
 from revgm_jax.zoo.generators import Generator, init_variables, variable_shapes
@@ -238,18 +236,11 @@ def _print_summary(summary: dict, out_dir: str):
         f"{summary['last_run_wall_seconds']} s wall in the last run")
 
 
-@contextlib.contextmanager
 def _lock(out_dir: str, name: str):
   """Serialises the processes that make the same files of out_dir (e.g. two trainings started
   at once): `.lock-<i>` guards the GMs of share i, `.lock-finish` the shared files."""
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, f".lock-{name}"), "w") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      print(f"zoo: another process is building {out_dir}; waiting for it")
-      fcntl.flock(f, fcntl.LOCK_EX)
-    yield
+  return file_lock.waiting(os.path.join(out_dir, f".lock-{name}"),
+                           f"zoo: another process is building {out_dir}; waiting for it")
 
 
 def build_zoo(cfg: ml_collections.ConfigDict, out_dir: str, process_index: int | None = None,
