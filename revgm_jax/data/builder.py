@@ -301,7 +301,7 @@ def prepare(image_dir: str, labels_dir: str, space: str, data_dir: str = "",
                         image_dir=image_dir, labels_dir=labels_dir, space=space,
                         folders=tuple(folders))
   total = sum(len(gm.files) for gm in folders)
-  lock = os.path.join(data_dir, NAME, f".lock-{config.name}")
+  lock = os.path.join(data_dir, ".locks", config.name)  # not among the builds
   with file_lock.waiting(lock, f"TFRecords of {image_dir}: another process is writing them; "
                          "waiting for it"), \
        tqdm(total=total, unit="img", desc=f"TFRecords of {image_dir}", leave=False,
