@@ -49,12 +49,14 @@ def parse_counts(values: list[str]) -> list[int]:
 
 def table(rows: dict[int, dict]) -> str:
   """Markdown: one row per N and method, the panels' metrics."""
+  from revgm_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   lines = ["| training GMs | method | " + " | ".join(t for _, t in PANELS) + " |",
            "|---|---|" + "---|" * len(PANELS)]
   for n, row in rows.items():
     for method, m in row["methods"].items():
       cells = ["N/A" if m.get(k) is None else f"{m[k]:.3f}" for k, _ in PANELS]
-      lines.append(f"| {n} | {method} | " + " | ".join(cells) + " |")
+      name = report.METHOD_NAMES.get(method, method)
+      lines.append(f"| {n} | {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
 
 
