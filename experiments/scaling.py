@@ -31,7 +31,7 @@ _NUM_GMS = flags.DEFINE_list("num_gms", ["25", "50", "100", "200", "all"],
 _STEPS = flags.DEFINE_integer("steps", 3000, "Training steps of every run (the same for "
                               "every N, so that N is the only difference).", lower_bound=1)
 
-# (metrics key, axis title): one panel per head family.
+# (metrics key, column title) of the table.
 PANELS = (("cont_l1", "L1 cont. ↓"), ("net_f1", "F1 net ↑"), ("loss_f1", "F1 loss ↑"),
           ("loss_auc", "AUC loss ↑"))
 
@@ -61,28 +61,10 @@ def table(rows: dict[int, dict]) -> str:
 
 
 def figure(rows: dict[int, dict], path: str):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from revgm_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-
-  ns = list(rows)
-  fig, axes = plt.subplots(1, len(PANELS), figsize=(15, 3.5))
-  for ax, (key, title) in zip(axes, PANELS):
-    for method in rows[ns[0]]["methods"]:
-      vals = [rows[n]["methods"][method].get(key) for n in ns]
-      style = "o-" if method == "model" else "s--"
-      ax.plot(ns, [float("nan") if v is None else v for v in vals], style,
-              label=report.METHOD_NAMES.get(method, method))
-    ax.set_xscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(ns, [str(n) for n in ns])
-    ax.set_xlabel("training GMs")
-    ax.set_title(title)
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  methods = rows[next(iter(rows))]["methods"]
+  report.curves_figure({m: {n: row["methods"][m] for n, row in rows.items()} for m in methods},
+                       path, "training GMs", solid=("model",))
 
 
 def main(argv):

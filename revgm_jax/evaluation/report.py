@@ -184,25 +184,34 @@ def _bar_figure(methods: Mapping[str, Mapping], space: Space, path: str):
   plt.close(fig)
 
 
-def k_figure(k_images: Mapping[str, Mapping], path: str):
+def curves_figure(curves: Mapping[str, Mapping], path: str, xlabel: str,
+                  solid: tuple[str, ...] = ()):
+  """One panel per head family, one line per method over x (a log axis): curves is
+  {method: {x: metrics dict}}; methods in `solid` are drawn solid, the others dashed (all solid
+  when `solid` is empty)."""
   keys = (("cont_l1", "L1 cont. ↓"), ("net_f1", "F1 net ↑"), ("loss_f1", "F1 loss ↑"),
           ("loss_auc", "AUC loss ↑"))
   fig, axes = plt.subplots(1, 4, figsize=(15, 3.5))
-  all_ks = sorted({int(k) for curve in k_images.values() for k in curve})
+  all_xs = sorted({int(x) for curve in curves.values() for x in curve})
   for ax, (key, title) in zip(axes, keys):
-    for m, curve in k_images.items():
-      ks = sorted(curve, key=int)
-      vals = [np.nan if curve[k][key] is None else curve[k][key] for k in ks]
-      ax.plot([int(k) for k in ks], vals, "o-", label=METHOD_NAMES.get(m, m))
+    for m, curve in curves.items():
+      xs = sorted(curve, key=int)
+      vals = [np.nan if curve[x].get(key) is None else curve[x][key] for x in xs]
+      style = "o-" if not solid or m in solid else "s--"
+      ax.plot([int(x) for x in xs], vals, style, label=METHOD_NAMES.get(m, m))
     ax.set_xscale("log")
     ax.minorticks_off()
-    ax.set_xticks(all_ks, [str(k) for k in all_ks])
-    ax.set_xlabel("k images per GM")
+    ax.set_xticks(all_xs, [str(x) for x in all_xs])
+    ax.set_xlabel(xlabel)
     ax.set_title(title)
   axes[0].legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
+
+
+def k_figure(k_images: Mapping[str, Mapping], path: str):
+  curves_figure(k_images, path, "k images per GM")
 
 
 def _confusion_figure(confusion, space: Space, path: str):
