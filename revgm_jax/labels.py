@@ -377,9 +377,9 @@ def split_gms(gt: GroundTruth, test_set: int = 1, test_gms: Sequence[str] = (),
   perm = np.random.default_rng(seed).permutation(len(rest))
   val = sorted(rest[i] for i in perm[:num_val_gms])
   order = [rest[i] for i in perm[num_val_gms:]]
-  if max_train_gms > len(order):
-    raise ValueError(f"config.data.max_train_gms={max_train_gms}: only {len(order)} training "
-                     "GMs (besides the validation and test GMs)")
+  if max_train_gms < 0 or max_train_gms > len(order):
+    raise ValueError(f"config.data.max_train_gms={max_train_gms}: expected 0 (all) to "
+                     f"{len(order)}, the training GMs besides the validation and test GMs")
   keep = set(order[:max_train_gms] if max_train_gms > 0 else order)
   train = [n for n in rest if n in keep]
   return {"train": train, "val": val, "test": test}

@@ -175,8 +175,10 @@ def test_fewer_training_gms_are_nested_subsets_with_the_same_val_and_test(red116
   assert set(subsets[0]["train"]) < set(subsets[1]["train"]) < set(full["train"])
   assert subsets[2] == full
   assert all((s["val"], s["test"]) == (full["val"], full["test"]) for s in subsets)
-  with pytest.raises(ValueError, match=f"max_train_gms=500: only {len(full['train'])} training"):
-    labels.split_gms(gt, test_set=2, num_val_gms=8, seed=3, max_train_gms=500)
+  for bad in (500, -1):
+    with pytest.raises(ValueError, match=f"max_train_gms={bad}: expected 0 \\(all\\) to "
+                                         f"{len(full['train'])}"):
+      labels.split_gms(gt, test_set=2, num_val_gms=8, seed=3, max_train_gms=bad)
 
 
 def _write_labels(tmp_path, gt, **changes):
