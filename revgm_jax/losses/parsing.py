@@ -59,6 +59,20 @@ def _group_of_loss(space: Space):
   return jnp.asarray(space.group_of_loss)  # [L] static
 
 
+def _continuous_error(z: jax.Array, y: jax.Array, kind: str) -> jax.Array:
+  """Per-value error of logits z against targets y in [0, 1], both [B, 9].
+
+  "bce" is the binary cross-entropy with soft targets minus its minimum (the target's entropy),
+  so it is 0 at sigma(z) = y; unlike MSE through the sigmoid, its gradient sigma(z) - y does
+  not vanish near the bounds 0 and 1, where many normalised targets sit (docs/losses.md).
+  """
+  if kind == "bce":
+    entropy = -(jax.scipy.special.xlogy(y, y) + jax.scipy.special.xlogy(1 - y, 1 - y))
+    return jax.nn.softplus(z) - y * z - entropy  # -y log s(z) - (1 - y) log(1 - s(z)) - H(y)
+  err = jax.nn.sigmoid(z) - y
+  return err ** 2 if kind == "mse" else jnp.abs(err)
+
+
 def parsing_loss(outputs: dict, batch: dict, class_weights: dict,
                  loss_cfg: ml_collections.ConfigDict, space: Space, head_activation: str,
                  axis_name: str | None = None):
@@ -72,8 +86,8 @@ def parsing_loss(outputs: dict, batch: dict, class_weights: dict,
   ("disc/<name>", "group/<name>", "loss/<name>") and the total "parsing".
   """
   _check_activation(head_activation)
-  if loss_cfg.continuous not in ("mse", "l1"):
-    raise ValueError(f"config.loss.continuous={loss_cfg.continuous!r}; use 'mse' or 'l1'")
+  if loss_cfg.continuous not in ("mse", "l1", "bce"):
+    raise ValueError(f"config.loss.continuous={loss_cfg.continuous!r}; use 'mse', 'l1' or 'bce'")
   official = head_activation == "official"
   net = batch["net"]
   b = net.shape[0]
@@ -86,9 +100,8 @@ def parsing_loss(outputs: dict, batch: dict, class_weights: dict,
 
   terms = {}
   # Continuous: regression of sigmoid outputs on the [0, 1]-normalised targets.
-  err = jax.nn.sigmoid(outputs["cont"]) - net[:, :nc]  # [B, 9]
-  err = err ** 2 if loss_cfg.continuous == "mse" else jnp.abs(err)
-  terms["cont"] = _weighted_mean(jnp.mean(err, -1), mask, axis_name)
+  terms["cont"] = _weighted_mean(jnp.mean(_continuous_error(
+      outputs["cont"], net[:, :nc], loss_cfg.continuous), -1), mask, axis_name)
 
   # Discrete architecture heads: (weighted) CE each.
   act = jax.nn.sigmoid if official else (lambda z: z)
