@@ -6,13 +6,16 @@ Prints, on the zoo of a preset (the default zoo unless --zoo is given; built or 
   - attribution: which GM made an image (first half of each GM's images train, second half test);
   - leave-GM-out parsing of the up-sampling type (4 native kinds and the 2 label classes), the
     normalisation type (4), trained vs random-init, and the loss groups (trained GMs only, one
-    binary task per group): GroupKFold over GMs, so test GMs are never seen in training; for the
-    loss groups over cohorts (GMs of one architecture), so a test GM's architecture is unseen;
+    binary task per group): GroupKFold over GMs, so test GMs are never seen in training; the
+    loss groups also over cohorts (GMs of one architecture), so a test GM's architecture is
+    unseen;
 each beside chance: the accuracy of always answering the most frequent class (1 / number of
-GMs for attribution).
+GMs for attribution). With --unit=gm the parsing tasks classify GMs, one mean spectrum per GM
+(less noise per example, far fewer examples; minutes instead of hours on the large zoo).
 
   python benchmarks/zoo_probe.py                      # default zoo (cached after the 1st build)
   python benchmarks/zoo_probe.py --zoo DIR          # a finished zoo of any config
+  python benchmarks/zoo_probe.py --zoo DIR --unit=gm
 """
 
 import csv
@@ -37,6 +40,8 @@ _PRESET = flags.DEFINE_enum("preset", "default", presets.PRESETS, "Zoo preset (b
                             "in its cache directory) when --zoo is not given.")
 _ZOO = flags.DEFINE_string("zoo", "", "A finished zoo of any config.")
 _IMAGES_PER_GM = flags.DEFINE_integer("images_per_gm", 100, "Images read per GM.", lower_bound=2)
+_UNIT = flags.DEFINE_enum("unit", "image", ["image", "gm"], "What the parsing tasks classify: "
+                          "single images, or GMs by their mean spectrum.")
 _FOLDS = flags.DEFINE_integer("folds", 6, "GroupKFold folds over GMs (or cohorts).",
                               lower_bound=2)
 
@@ -114,31 +119,42 @@ def main(argv):
   gt, x, rows = load_zoo(out, _IMAGES_PER_GM.value)
   index = _read_index(out)
   print(f"zoo {out}: {len(gt)} GMs, {len(rows)} images, {x.shape[1]} spectral features")
-  print(f"{'task':58s} {'classes':>7s} {'probe':>6s} {'chance':>6s}")
+  print(f"{'task':60s} {'classes':>7s} {'probe':>6s} {'chance':>6s}")
   acc, chance, k = attribution(x, rows)
-  print(f"{'attribution over GMs (held-out images of each GM)':58s} {k:7d} {acc:6.3f} "
+  print(f"{'attribution over GMs (held-out images of each GM)':60s} {k:7d} {acc:6.3f} "
         f"{chance:6.3f}")
 
-  tasks = [("up-sampling kind (4 native kinds), leave-GM-out", np.array(index["upsampling"]), None),
-           ("up-sampling type (learned / interp.), leave-GM-out", gt.net[:, 12].astype(int), None),
-           ("normalisation type (4), leave-GM-out", gt.net[:, 9].astype(int), None)]
+  print(f"parsing tasks classify {'GMs by their mean spectrum' if _UNIT.value == 'gm' else 'images'}")
+  every, each_gm = np.ones(len(gt), bool), np.arange(len(gt))
   trained = gt.loss.sum(1) > 0
-  tasks.append(("trained (any loss) vs random-init, leave-GM-out", trained.astype(int), None))
-  # GMs of one cohort share an architecture: hold them out together.
+  # (task, label per GM, GMs of the task, CV group per GM)
+  tasks = [("up-sampling kind (4 native kinds), leave-GM-out", np.array(index["upsampling"]),
+            every, each_gm),
+           ("up-sampling type (learned / interp.), leave-GM-out", gt.net[:, 12].astype(int),
+            every, each_gm),
+           ("normalisation type (4), leave-GM-out", gt.net[:, 9].astype(int), every, each_gm),
+           ("trained (any loss) vs random-init, leave-GM-out", trained.astype(int), every,
+            each_gm)]
+  # GMs of one cohort share an architecture: leave-cohort-out holds them out together.
   cohort = np.array([int(c) if c else -1 - r for r, c in enumerate(index.get("cohort", []))]
-                    if "cohort" in index else -1 - np.arange(len(gt)))
+                    if "cohort" in index else -1 - each_gm)
   for g, name in enumerate(gt.space.group_names):
-    tasks.append((f"loss group '{name}' (trained GMs, leave-cohort-out)", gt.loss_group[:, g],
-                  trained))
-  for name, y_all, gms in tasks:
-    keep = np.ones(len(gt), bool) if gms is None else gms
-    sel = keep[rows]
+    for by, groups in (("GM", each_gm), ("cohort", cohort)):
+      tasks.append((f"loss group '{name}' (trained GMs, leave-{by}-out)", gt.loss_group[:, g],
+                    trained, groups))
+  if _UNIT.value == "gm":  # [GMs, F]: one mean spectrum per GM
+    x = np.stack([x[rows == r].mean(0) for r in each_gm])
+    rows = each_gm
+  for name, y_all, gms, groups_all in tasks:
+    sel = gms[rows]
     y = np.asarray(y_all)[rows[sel]]
-    groups = (rows if gms is None else cohort[rows])[sel]
-    acc = leave_gm_out(x[sel], y, groups, min(_FOLDS.value, len(np.unique(groups))))
+    groups = groups_all[rows[sel]]
     _, counts = np.unique(y, return_counts=True)
-    print(f"{name:58s} {len(counts):7d} {acc:6.3f} "
-          f"{counts.max() / len(y):6.3f}")
+    if len(np.unique(groups)) < 2:
+      print(f"{name:60s} {len(counts):7d}    n/a (one group: nothing to hold out)")
+      continue
+    acc = leave_gm_out(x[sel], y, groups, min(_FOLDS.value, len(np.unique(groups))))
+    print(f"{name:60s} {len(counts):7d} {acc:6.3f} {counts.max() / len(y):6.3f}")
   print(f"probe time {time.time() - start:.0f} s")
 
 
