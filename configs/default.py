@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.space = "zoo"  # hyperparameter space: red116 | v1 | zoo
   config.data.test_set = 1  # leave-out test set 1..4
   config.data.test_gms = ""  # comma-separated GM names; overrides test_set
-  config.data.num_val_gms = 4  # training GMs held out for model selection
+  config.data.num_val_gms = 4  # at least; whole cohorts, and random GMs too (docs/protocol.md)
   config.data.max_train_gms = 0  # > 0: train on that many (nested subsets; scaling study)
   config.data.max_images_per_gm = 0  # 0 = all
   config.data.shuffle_buffer = 8192

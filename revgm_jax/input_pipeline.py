@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from revgm_jax import labels, sharding
+from revgm_jax import labels, sharding, splits
 from revgm_jax.data import builder
 
 _LABEL_KEYS = ("net", "loss", "loss_group")
@@ -387,7 +387,7 @@ def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | No
     from revgm_jax.tasks import classes  # pylint: disable=g-import-not-at-top
     return Datasets(label_rows=None, **common,
                     **classes.class_split(config, gt.subset(present), test_gms, data))
-  split = labels.split_gms(gt.subset(present), config.data.test_set, test_gms,
+  split = splits.split_gms(gt.subset(present), config.data.test_set, test_gms,
                            config.data.num_val_gms, config.seed, config.data.max_train_gms)
   data.check_gms(split["test"], "test")
   if config.loss.class_weights_from not in ("all", "train"):

@@ -172,6 +172,8 @@ class GroundTruth:
   loss_group: [N, G] int32 binary coarse-group flags.
   test_set:   [N] int32 leave-out test set (1..4), 0 = always training.
   cont_min/cont_max: [9] raw-unit ranges of the continuous columns, or None if unknown.
+  cohort:     [N] int32 cohort of a zoo GM (GMs of one architecture, docs/labels.md#zoo-cohorts),
+              -1 = none; None when the index has no cohort column.
   """
   space: Space
   names: tuple[str, ...]
@@ -181,6 +183,7 @@ class GroundTruth:
   test_set: np.ndarray
   cont_min: np.ndarray | None = None
   cont_max: np.ndarray | None = None
+  cohort: np.ndarray | None = None
 
   def __len__(self) -> int:
     return len(self.names)
@@ -212,7 +215,8 @@ class GroundTruth:
   def subset(self, gm_names: Sequence[str]) -> "GroundTruth":
     r = self.rows(gm_names)
     return dataclasses.replace(self, names=tuple(gm_names), net=self.net[r], loss=self.loss[r],
-                               loss_group=self.loss_group[r], test_set=self.test_set[r])
+                               loss_group=self.loss_group[r], test_set=self.test_set[r],
+                               cohort=None if self.cohort is None else self.cohort[r])
 
 
 def _load_table(path: str, shape: tuple[int, int]) -> np.ndarray:
@@ -231,10 +235,11 @@ def _load_table(path: str, shape: tuple[int, int]) -> np.ndarray:
   return a
 
 
-def _read_index(path: str, row_column: str) -> tuple[list[str], list[int], list[int]]:
+def _read_index(path: str, row_column: str
+                ) -> tuple[list[str], list[int], list[int], list[int] | None]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"GM index {path} does not exist")
-  names, rows, sets = [], [], []
+  names, rows, sets, cohorts = [], [], [], []
   with open(path, newline="") as f:
     reader = csv.DictReader(f)
     for col in (row_column, "gm_name"):
@@ -246,9 +251,11 @@ def _read_index(path: str, row_column: str) -> tuple[list[str], list[int], list[
       try:
         rows.append(int(rec[row_column]))
         sets.append(int(rec.get("test_set") or 0))
+        cohorts.append(int(rec.get("cohort") or -1))
       except ValueError:
         raise ValueError(f"GM index {path} line {line}: {row_column}={rec[row_column]!r} / "
-                         f"test_set={rec.get('test_set')!r} are not integers") from None
+                         f"test_set={rec.get('test_set')!r} / cohort={rec.get('cohort')!r} are "
+                         "not integers") from None
       names.append(rec["gm_name"])
   order = np.argsort(rows)
   if sorted(rows) != list(range(len(rows))):
@@ -256,7 +263,9 @@ def _read_index(path: str, row_column: str) -> tuple[list[str], list[int], list[
                      " exactly once each")
   if len(set(names)) != len(names):
     raise ValueError(f"GM index {path} names a GM twice")
-  return [names[i] for i in order], [rows[i] for i in order], [sets[i] for i in order]
+  has_cohort = "cohort" in (reader.fieldnames or [])
+  return ([names[i] for i in order], [rows[i] for i in order], [sets[i] for i in order],
+          [cohorts[i] for i in order] if has_cohort else None)
 
 
 def _read_ranges(labels_dir: str, n: int) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
@@ -290,7 +299,7 @@ def load_ground_truth(labels_dir: str, space: str | Space = "red116") -> GroundT
   if not os.path.isdir(labels_dir):
     raise FileNotFoundError(f"label directory {labels_dir} does not exist")
   files = LABEL_FILES[space.name]
-  names, _, sets = _read_index(index_path(labels_dir, space.name), files["row_column"])
+  names, _, sets, cohorts = _read_index(index_path(labels_dir, space.name), files["row_column"])
   n = len(names)
   net = _load_table(os.path.join(labels_dir, files["net"]), (n, NUM_NET))
   loss = _load_table(os.path.join(labels_dir, files["loss"]), (n, space.num_loss_types))
@@ -310,7 +319,8 @@ def load_ground_truth(labels_dir: str, space: str | Space = "red116") -> GroundT
   lo, hi = _read_ranges(labels_dir, n)
   return GroundTruth(space=space, names=tuple(names), net=net.astype(np.float32),
                      loss=loss.astype(np.int32), loss_group=group.astype(np.int32),
-                     test_set=np.array(sets, np.int32), cont_min=lo, cont_max=hi)
+                     test_set=np.array(sets, np.int32), cont_min=lo, cont_max=hi,
+                     cohort=None if cohorts is None else np.array(cohorts, np.int32))
 
 
 def write_ground_truth(labels_dir: str, gt: GroundTruth, extra_columns: dict | None = None):
@@ -356,33 +366,6 @@ def class_weights(gt: GroundTruth, rows: Sequence[int] | None = None) -> dict[st
       "group": [weights(gt.loss_group[rows, g], 2) for g in range(gt.space.num_groups)],
       "loss": [weights(gt.loss[rows, i], 2) for i in range(gt.space.num_loss_types)],
   }
-
-
-def split_gms(gt: GroundTruth, test_set: int = 1, test_gms: Sequence[str] = (),
-              num_val_gms: int = 0, seed: int = 0, max_train_gms: int = 0
-              ) -> dict[str, list[str]]:
-  """Leave-out split by GM: {"train", "val", "test"} lists of GM names.
-
-  test_gms (explicit names) overrides `test_set`. The validation GMs are held-out *training*
-  GMs (for model selection), drawn with `seed`; test GMs never enter train or val.
-  max_train_gms > 0 keeps that many training GMs: a prefix of one fixed order of them, so
-  the subsets of a GM-count study are nested and share their test and validation GMs.
-  """
-  test = list(test_gms) if test_gms else gt.test_gms(test_set)
-  for n in test:
-    gt.row(n)  # a clear error for an unknown name
-  rest = [n for n in gt.names if n not in set(test)]
-  if num_val_gms >= len(rest):
-    raise ValueError(f"num_val_gms={num_val_gms} leaves no training GM ({len(rest)} non-test GMs)")
-  perm = np.random.default_rng(seed).permutation(len(rest))
-  val = sorted(rest[i] for i in perm[:num_val_gms])
-  order = [rest[i] for i in perm[num_val_gms:]]
-  if max_train_gms < 0 or max_train_gms > len(order):
-    raise ValueError(f"config.data.max_train_gms={max_train_gms}: expected 0 (all) to "
-                     f"{len(order)}, the training GMs besides the validation and test GMs")
-  keep = set(order[:max_train_gms] if max_train_gms > 0 else order)
-  train = [n for n in rest if n in keep]
-  return {"train": train, "val": val, "test": test}
 
 
 # Real images, the extra class of detection and attribution (docs/tasks.md#data): its name (of

@@ -14,7 +14,7 @@ import pytest
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from revgm_jax import checkpointing, distributed, labels
+from revgm_jax import checkpointing, distributed, labels, splits
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.sharding import make_mesh
 from revgm_jax.steps import TrainState
@@ -92,7 +92,7 @@ def test_periodic_keep_and_best(tmp_path):
 
 def test_run_info_round_trip(tmp_path, red116_dir):
   gt = labels.load_ground_truth(str(red116_dir), "red116")
-  split = labels.split_gms(gt, 1, num_val_gms=4, seed=1)
+  split = splits.split_gms(gt, 1, num_val_gms=4, seed=1)
   weights = labels.class_weights(gt, gt.rows(split["train"]))
   config = ml_collections.ConfigDict({"seed": 1, "model": {"parser_widths": (8, 8)}})
   workdir_lib.write_run_info(str(tmp_path), config, gt, split, weights)

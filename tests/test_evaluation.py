@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tiny_run
-from revgm_jax import config_utils, labels, inference
+from revgm_jax import config_utils, labels, inference, splits
 from revgm_jax.evaluation import aggregate, baselines, metrics, report, run
 
 SPACE = labels.RED116
@@ -18,7 +18,7 @@ SPACE = labels.RED116
 def _results(red116_dir):
   """A results dict as run.evaluate_workdir makes it, from labels: majority vs a perfect model."""
   gt = labels.load_ground_truth(red116_dir, "red116")
-  split = labels.split_gms(gt, test_set=1)
+  split = splits.split_gms(gt, test_set=1)
   te = np.repeat(gt.rows(split["test"]), 2)  # 2 "images" per GM
   target = {"net": gt.net[te], "loss": gt.loss[te], "loss_group": gt.loss_group[te]}
   perfect = baselines.label_predictions(gt, te)

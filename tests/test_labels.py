@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from revgm_jax import labels
+from revgm_jax import labels, splits
 
 
 @pytest.fixture
@@ -111,7 +111,7 @@ def test_published_class_counts(official_only):
 
 def test_class_weights_count_training_gms_only(red116_dir):
   gt = labels.load_ground_truth(red116_dir, "red116")
-  split = labels.split_gms(gt, test_set=2)
+  split = splits.split_gms(gt, test_set=2)
   rows = gt.rows(split["train"])
   w = labels.class_weights(gt, rows)
   counts = np.bincount(gt.net[rows, 9].astype(int), minlength=4)
@@ -126,7 +126,7 @@ def test_published_leave_out_sets_and_trivial_baselines(official_only):
               3: (0.183, 0.58, 0.28, 0.58), 4: (0.148, 0.54, 0.27, 0.55)}
   seen = set()
   for k, (l1_ref, acc_ref, f1_ref, loss_f1_ref) in expected.items():
-    split = labels.split_gms(gt, test_set=k)
+    split = splits.split_gms(gt, test_set=k)
     assert len(split["test"]) == 12 and not seen & set(split["test"])
     seen |= set(split["test"])
     tr, te = gt.rows(split["train"]), gt.rows(split["test"])
@@ -156,20 +156,20 @@ def test_v1_tables_use_their_own_rows(red116_dir):
 
 def test_validation_gms_are_training_gms(red116_dir):
   gt = labels.load_ground_truth(red116_dir, "red116")
-  s = labels.split_gms(gt, test_set=3, num_val_gms=8, seed=5)
+  s = splits.split_gms(gt, test_set=3, num_val_gms=8, seed=5)
   assert len(s["val"]) == 8 and len(s["train"]) == 96
   assert not set(s["val"]) & set(s["test"]) and not set(s["val"]) & set(s["train"])
-  assert s == labels.split_gms(gt, test_set=3, num_val_gms=8, seed=5)
-  explicit = labels.split_gms(gt, test_gms=["AAE", "YLG"])
+  assert s == splits.split_gms(gt, test_set=3, num_val_gms=8, seed=5)
+  explicit = splits.split_gms(gt, test_gms=["AAE", "YLG"])
   assert explicit["test"] == ["AAE", "YLG"] and len(explicit["train"]) == 114
   with pytest.raises(KeyError, match="NOT_A_GM"):
-    labels.split_gms(gt, test_gms=["NOT_A_GM"])
+    splits.split_gms(gt, test_gms=["NOT_A_GM"])
 
 
 def test_fewer_training_gms_are_nested_subsets_with_the_same_val_and_test(red116_dir):
   gt = labels.load_ground_truth(red116_dir, "red116")
-  full = labels.split_gms(gt, test_set=2, num_val_gms=8, seed=3)
-  subsets = [labels.split_gms(gt, test_set=2, num_val_gms=8, seed=3, max_train_gms=n)
+  full = splits.split_gms(gt, test_set=2, num_val_gms=8, seed=3)
+  subsets = [splits.split_gms(gt, test_set=2, num_val_gms=8, seed=3, max_train_gms=n)
              for n in (10, 40, len(full["train"]))]
   assert [len(s["train"]) for s in subsets] == [10, 40, len(full["train"])]
   assert set(subsets[0]["train"]) < set(subsets[1]["train"]) < set(full["train"])
@@ -178,7 +178,7 @@ def test_fewer_training_gms_are_nested_subsets_with_the_same_val_and_test(red116
   for bad in (500, -1):
     with pytest.raises(ValueError, match=f"max_train_gms={bad}: expected 0 \\(all\\) to "
                                          f"{len(full['train'])}"):
-      labels.split_gms(gt, test_set=2, num_val_gms=8, seed=3, max_train_gms=bad)
+      splits.split_gms(gt, test_set=2, num_val_gms=8, seed=3, max_train_gms=bad)
 
 
 def _write_labels(tmp_path, gt, **changes):

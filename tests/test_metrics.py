@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from revgm_jax import labels
+from revgm_jax import labels, splits
 from revgm_jax.evaluation import aggregate, baselines, metrics
 
 SPACE = labels.RED116
@@ -139,7 +139,7 @@ def test_majority_baseline_reproduces_published_table(published_red116):
               3: (0.183, 0.58, 0.28, 0.58), 4: (0.148, 0.54, 0.27, 0.55)}
   per_set = {}
   for k, (l1, acc, f1, loss_f1) in expected.items():
-    split = labels.split_gms(gt, test_set=k)
+    split = splits.split_gms(gt, test_set=k)
     te = gt.rows(split["test"])
     target = {"net": gt.net[te], "loss": gt.loss[te], "loss_group": gt.loss_group[te]}
     pred = baselines.majority_predictions(gt, gt.rows(split["train"]), len(te))

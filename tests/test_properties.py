@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from revgm_jax import labels, workdir as workdir_lib
+from revgm_jax import labels, splits, workdir as workdir_lib
 from revgm_jax.evaluation import metrics
 from revgm_jax.losses import constraints
 
@@ -51,11 +51,11 @@ def test_class_weights_balance_the_classes_present(gt, data):
 @FEW
 @given(test_set=st.integers(1, 4), num_val=st.integers(0, 20), seed=st.integers(0, 2**31))
 def test_split_is_a_partition_with_test_gms_held_out(gt, test_set, num_val, seed):
-  split = labels.split_gms(gt, test_set, num_val_gms=num_val, seed=seed)
+  split = splits.split_gms(gt, test_set, num_val_gms=num_val, seed=seed)
   names = split["train"] + split["val"] + split["test"]
   assert sorted(names) == sorted(gt.names)  # disjoint and complete
   assert split["test"] == gt.test_gms(test_set) and len(split["val"]) == num_val
-  assert split == labels.split_gms(gt, test_set, num_val_gms=num_val, seed=seed)
+  assert split == splits.split_gms(gt, test_set, num_val_gms=num_val, seed=seed)
 
 
 # Multiples of 1/16 but 1/2: 1 - p is exact, and no score sits on the 0.5 threshold.

@@ -15,7 +15,7 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from revgm_jax import labels
+from revgm_jax import labels, splits
 from revgm_jax.data import builder
 from revgm_jax.zoo import build, plan, presets
 from revgm_jax.zoo import generators as G
@@ -114,6 +114,19 @@ def test_plan_is_deterministic_and_every_test_set_measures_every_loss_column():
   assert {gm.init_gain for gm in gms} == set(cfg.init_gains)
 
 
+def test_validation_holds_out_whole_cohorts_as_the_test_sets_do():
+  gt, _ = plan.ground_truth(plan.make_plan(presets.get_preset("large")))
+  cohort = dict(zip(gt.names, gt.cohort))
+  split = splits.split_gms(gt, test_set=2, num_val_gms=12, seed=1)
+  assert len(split["val"]) >= 12
+  val_cohorts = {cohort[n] for n in split["val"]} - {-1}
+  train_cohorts = {cohort[n] for n in split["train"]} - {-1}
+  assert val_cohorts and not val_cohorts & train_cohorts  # seed 1 draws a cohort
+  assert all(sum(cohort[n] == c for n in split["val"]) == 6 for c in val_cohorts)
+  assert -1 in {cohort[n] for n in split["val"]}  # random-init GMs too, as in a test set
+  assert split == splits.split_gms(gt, test_set=2, num_val_gms=12, seed=1)
+
+
 def test_bad_config_names_the_field():
   cfg = presets.get_preset("tiny")
   cfg.image_size = 40
@@ -137,6 +150,7 @@ def test_tiny_zoo_writes_a_valid_label_dir(tiny_zoo):
   gt = labels.load_ground_truth(out, "zoo")
   gms = plan.make_plan(cfg)
   assert gt.names == tuple(gm.name for gm in gms)
+  assert gt.cohort.tolist() == [gm.cohort for gm in gms]  # read back from gm_index.csv
   assert sorted(os.listdir(os.path.join(out, "gms"))) == sorted(gt.names)
   for name in gt.names:
     files = sorted(os.listdir(os.path.join(out, "gms", name)))

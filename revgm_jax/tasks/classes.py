@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from revgm_jax import labels
+from revgm_jax import labels, splits
 
 REAL = labels.REAL
 DETECTION_CLASSES = (REAL, "generated")
@@ -57,7 +57,7 @@ def class_split(config: ml_collections.ConfigDict, gt: labels.GroundTruth, test_
   if not set(gt.names) - set(test_gms or gt.test_gms(config.data.test_set)):
     raise ValueError(f"{task} needs at least two classes, but every GM with images is held out "
                      "(config.data.test_set / test_gms): only real images are left to train on")
-  held_out = labels.split_gms(gt, config.data.test_set, test_gms, 0, config.seed)
+  held_out = splits.split_gms(gt, config.data.test_set, test_gms, 0, config.seed)
   known, unknown = held_out["train"], held_out["test"]
   data.check_gms(unknown, "unknown (held-out)")
   sources = [*known, REAL]

@@ -179,7 +179,8 @@ def ground_truth(plan: list[GMPlan]) -> tuple[labels.GroundTruth, dict[str, list
       space=labels.ZOO, names=tuple(gm.name for gm in plan),
       net=np.concatenate([labels.minmax_normalize(raw, lo, hi), disc], 1).astype(np.float32),
       loss=loss, loss_group=group.astype(np.int32),
-      test_set=np.array([gm.test_set for gm in plan], np.int32), cont_min=lo, cont_max=hi)
+      test_set=np.array([gm.test_set for gm in plan], np.int32), cont_min=lo, cont_max=hi,
+      cohort=np.array([gm.cohort for gm in plan], np.int32))
   native = {
       "family": [gm.family for gm in plan],
       "seed": [gm.seed for gm in plan],
