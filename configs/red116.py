@@ -35,6 +35,7 @@ RED116 = {
     "model.fen_depth": 17,
     "model.fen_width": 64,
     "loss.low_freq_radius": 25,
+    "loss.continuous": "mse",  # the official code's loss (docs/official_code.md#d7-continuous-loss)
     "optim.weight_decay": 1e-4,
     "num_epochs": 20,
     "num_train_steps": -1,
