@@ -159,6 +159,22 @@ def test_random_gt_workdir_must_be_a_shuffled_run_of_the_same_split(tiny, tmp_pa
     run.evaluate_checkpoint(config, workdir, out_dir=str(tmp_path))
 
 
+def test_a_run_of_another_split_rule_is_refused_not_evaluated_on_other_gms(tiny, tmp_path):
+  """A run whose recorded validation GMs differ from what the code draws now (the rule changed
+  on 2026-11-29) would get its baselines and calibration from other GMs: refused, named."""
+  workdir, config = tiny
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("lock"))
+  path = os.path.join(copy, "labels.json")
+  info = json.load(open(path))
+  split = info["split"]
+  split["val"][0], split["train"][0] = split["train"][0], split["val"][0]
+  with open(path, "w") as f:
+    json.dump(info, f)
+  with pytest.raises(ValueError, match=r"trained with other train GMs .*2 differ.*split rule"):
+    run.evaluate_checkpoint(config, copy, out_dir=str(tmp_path / "report"))
+
+
 def test_summary_over_sets(evaluated, tmp_path):
   results, _, _ = evaluated
   other = json.loads(json.dumps(results))
