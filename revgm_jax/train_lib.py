@@ -122,6 +122,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
       jax.random.key(config.seed))))
   dropout_rng = sharding.replicated_key(dropout_key, mesh)
 
+  change = distributed.from_process_0(
+      workdir_lib.split_change(workdir, data.split) if main else None)
+  if change:
+    raise workdir_lib.WorkdirError(change)
   if main:
     workdir_lib.write_run_info(workdir, config, data.gt, data.split, data.class_weights)
   restored = ckpt.restore_latest(steps.abstract_train_state(init_rng, model, tx, image_shape,

@@ -167,6 +167,24 @@ def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
         "own config.json, train in a new --workdir, or pass --overwrite to delete that run")
 
 
+def split_change(workdir: str, split: dict) -> str | None:
+  """Why resuming `workdir` with `split` would train on other GMs than its run did, or None.
+
+  The config alone does not fix the split: the code draws it, and its rule can change (whole
+  cohorts in validation since 2026-11-29, docs/protocol.md#gm-splits)."""
+  path = os.path.join(workdir, LABELS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    old = json.load(f).get("split", {})
+  parts = [p for p in sorted(set(old) & set(split)) if sorted(old[p]) != sorted(split[p])]
+  if not parts:
+    return None
+  return (f"workdir {workdir} holds a run of other {'/'.join(parts)} GMs than this code draws "
+          "for its config (the split rule changed since it started); finish it with that "
+          "code, train in a new --workdir, or pass --overwrite to delete that run")
+
+
 def clear(workdir: str) -> None:
   """Deletes the run a workdir holds (train.py --overwrite): metadata, checkpoints, results."""
   names = (CONFIG_FILE, LABELS_FILE, LABELS_DIR, LATEST, BEST, RESULTS_FILE, REPORT_DIR,

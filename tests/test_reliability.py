@@ -58,6 +58,22 @@ def test_rerun_under_another_split_is_refused_and_the_run_kept(tiny):
   assert _snapshot(workdir) == before
 
 
+def test_resuming_a_run_of_another_split_rule_is_refused(tiny, tmp_path):
+  """Same config, but the code now draws other validation GMs: resuming would switch GMs."""
+  workdir, config = tiny
+  copy = _copy(workdir, tmp_path / "w")
+  path = os.path.join(copy, "labels.json")
+  info = json.load(open(path))
+  info["split"]["val"][0], info["split"]["train"][0] = (info["split"]["train"][0],
+                                                        info["split"]["val"][0])
+  with open(path, "w") as f:
+    json.dump(info, f)
+  before = _snapshot(copy)
+  with pytest.raises(workdir_lib.WorkdirError, match=r"other train/val GMs .*--overwrite"):
+    train_lib.train_and_evaluate(config, copy)
+  assert _snapshot(copy) == before
+
+
 def test_only_run_fields_count_and_clear_removes_the_run(tiny, tmp_path):
   workdir, config = tiny
   old = json.loads(config.to_json())
