@@ -10,6 +10,7 @@ import pytest
 
 import tiny_run
 from revgm_jax import config_utils, labels, inference, splits
+from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import aggregate, baselines, metrics, report, run
 
 SPACE = labels.RED116
@@ -171,7 +172,8 @@ def test_a_run_of_another_split_rule_is_refused_not_evaluated_on_other_gms(tiny,
   split["val"][0], split["train"][0] = split["train"][0], split["val"][0]
   with open(path, "w") as f:
     json.dump(info, f)
-  with pytest.raises(ValueError, match=r"trained with other train GMs .*2 differ.*split rule"):
+  with pytest.raises(workdir_lib.WorkdirError,
+                     match=r"trained with other train GMs .*2 differ.*split rule"):
     run.evaluate_checkpoint(config, copy, out_dir=str(tmp_path / "report"))
 
 

@@ -210,11 +210,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str, spli
                      f"config's data gives {data.split[split]}")
   for part in sorted(set(loaded.split) & set(data.split) - {split}):  # baselines, calibration
     if sorted(loaded.split[part]) != sorted(data.split[part]):
-      raise ValueError(f"{checkpoint} was trained with other {part} GMs than this code draws "
-                       f"for its config ({len(loaded.split[part])} GMs, "
-                       f"{len(set(loaded.split[part]) ^ set(data.split[part]))} differ); the "
-                       "split rule changed since (docs/protocol.md#gm-splits): evaluate it "
-                       "with the code it was trained with, or train it again")
+      differ = len(set(loaded.split[part]) ^ set(data.split[part]))
+      raise workdir_lib.WorkdirError(
+          f"{checkpoint} was trained with other {part} GMs than this code draws for its config "
+          f"({len(loaded.split[part])} GMs, {differ} differ); the split rule changed since "
+          "(docs/protocol.md#gm-splits): evaluate it with the code it was trained with, or "
+          "train it again")
   task = tasks.get(config, data.gt.space, data.class_weights)
   return task.evaluate(loaded.workdir, data, loaded.variables, step=loaded.step,
                        which=loaded.which, split=split, out_dir=out_dir)
