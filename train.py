@@ -89,10 +89,12 @@ def main(argv):
   import tensorflow as tf
   tf.config.set_visible_devices([], "GPU")
   import jax
-  from revgm_jax import checkpointing, stop_signal, tasks, train_lib
+  from revgm_jax import checkpointing, config_utils, stop_signal, tasks, train_lib
 
   try:
     results = train_lib.train_and_evaluate(_CONFIG.value, workdir, overwrite=_OVERWRITE.value)
+  except config_utils.ConfigError as e:
+    _fail(1, e)
   except (workdir_lib.WorkdirError, checkpointing.CheckpointError) as e:
     _fail(2, e)
   except workdir_lib.WriteError as e:

@@ -17,6 +17,10 @@ from typing import Any, Mapping
 import ml_collections
 
 
+class ConfigError(ValueError):
+  """A config value that cannot work (it names the field); train.py says it in one line."""
+
+
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """Parses a big_vision-style config argument `preset,key=value,...`.
 

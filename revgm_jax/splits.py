@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from revgm_jax.config_utils import ConfigError
 from revgm_jax.labels import GroundTruth
 
 
@@ -26,7 +27,8 @@ def split_gms(gt: GroundTruth, test_set: int = 1, test_gms: Sequence[str] = (),
     gt.row(n)  # a clear error for an unknown name
   rest = [n for n in gt.names if n not in set(test)]
   if num_val_gms >= len(rest):
-    raise ValueError(f"num_val_gms={num_val_gms} leaves no training GM ({len(rest)} non-test GMs)")
+    raise ConfigError(f"config.data.num_val_gms={num_val_gms} leaves no training GM "
+                      f"({len(rest)} non-test GMs)")
   perm = np.random.default_rng(seed).permutation(len(rest))
   cohort = {n: -1 if gt.cohort is None else int(gt.cohort[gt.row(n)]) for n in rest}
   kinds = {c < 0 for c in cohort.values()}  # single GMs, cohorts, or both
@@ -37,11 +39,12 @@ def split_gms(gt: GroundTruth, test_set: int = 1, test_gms: Sequence[str] = (),
     c = cohort[rest[i]]
     val |= {rest[i]} if c < 0 else {n for n in rest if cohort[n] == c}
   if len(val) >= len(rest):
-    raise ValueError(f"num_val_gms={num_val_gms}: the validation cohorts leave no training GM")
+    raise ConfigError(f"config.data.num_val_gms={num_val_gms}: the validation cohorts leave "
+                      "no training GM")
   order = [rest[i] for i in perm if rest[i] not in val]
   if max_train_gms < 0 or max_train_gms > len(order):
-    raise ValueError(f"config.data.max_train_gms={max_train_gms}: expected 0 (all) to "
-                     f"{len(order)}, the training GMs besides the validation and test GMs")
+    raise ConfigError(f"config.data.max_train_gms={max_train_gms}: expected 0 (all) to "
+                      f"{len(order)}, the training GMs besides the validation and test GMs")
   keep = set(order[:max_train_gms] if max_train_gms > 0 else order)
   train = [n for n in rest if n in keep]
   return {"train": train, "val": sorted(val), "test": test}

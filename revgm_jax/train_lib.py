@@ -21,7 +21,9 @@ from revgm_jax import checkpointing, distributed, input_pipeline, sharding, step
 from revgm_jax import tasks
 from revgm_jax import workdir as workdir_lib
 from revgm_jax import workdir_lock
+from revgm_jax.config_utils import ConfigError
 from revgm_jax.evaluation import evaluator
+from revgm_jax.losses import parsing as parsing_losses
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_train_images: int) -> int:
@@ -55,12 +57,14 @@ def _scalars(prefix: str, m: dict) -> dict:
   return {f"{prefix}/{k}": v for k, v in m.items() if isinstance(v, (int, float, np.floating))}
 
 
-def _check_intervals(config: ml_collections.ConfigDict) -> None:
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  """Values that would fail only later (after data preparation or at the first step)."""
   for name in ("log_every_steps", "eval_every_steps"):
     if config[name] < 1:
-      raise ValueError(f"config.{name}={config[name]} must be >= 1")
+      raise ConfigError(f"config.{name}={config[name]} must be >= 1")
+  parsing_losses.check_continuous(config.loss.continuous)
   if tasks.name(config) == "parsing" and config.data.num_val_gms < 1:
-    raise ValueError(f"config.data.num_val_gms={config.data.num_val_gms}: model selection needs "
+    raise ConfigError(f"config.data.num_val_gms={config.data.num_val_gms}: model selection needs "
                      "at least one validation GM (held out from the training GMs)")
 
 
@@ -107,7 +111,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   mesh = sharding.make_mesh()
   logging.info("workdir %s; mesh %s over %d devices on %d hosts", workdir, dict(mesh.shape),
                jax.device_count(), jax.process_count())
-  _check_intervals(config)
+  _check_config(config)
   ckpt = checkpointing.Checkpoints(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
   data = input_pipeline.get_datasets(config, mesh)
   space = data.gt.space

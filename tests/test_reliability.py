@@ -74,6 +74,18 @@ def test_resuming_a_run_of_another_split_rule_is_refused(tiny, tmp_path):
   assert _snapshot(copy) == before
 
 
+@pytest.mark.parametrize("flag,message", [
+    ("--config.loss.continuous=huber", "config.loss.continuous='huber'; use one of ('mse', "
+     "'l1', 'bce')"),
+    ("--config.data.max_train_gms=-1", "config.data.max_train_gms=-1: expected 0 (all) to")])
+def test_train_py_names_a_config_value_that_cannot_work_in_one_line(tiny, tmp_path, flag,
+                                                                    message):
+  _, config = tiny
+  status, out = tiny_run.run(tiny_run.train_py(config, str(tmp_path / "w"), flag))
+  assert status == 1, out
+  assert f"train.py: {message}" in out and "Traceback" not in out
+
+
 def test_only_run_fields_count_and_clear_removes_the_run(tiny, tmp_path):
   workdir, config = tiny
   old = json.loads(config.to_json())

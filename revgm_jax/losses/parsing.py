@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
+from revgm_jax.config_utils import ConfigError
 from revgm_jax.labels import Space
 
 HEAD_ACTIVATIONS = ("logits", "official")
@@ -59,6 +60,14 @@ def _group_of_loss(space: Space):
   return jnp.asarray(space.group_of_loss)  # [L] static
 
 
+CONTINUOUS = ("mse", "l1", "bce")  # config.loss.continuous
+
+
+def check_continuous(kind: str) -> None:
+  if kind not in CONTINUOUS:
+    raise ConfigError(f"config.loss.continuous={kind!r}; use one of {CONTINUOUS}")
+
+
 def _continuous_error(z: jax.Array, y: jax.Array, kind: str) -> jax.Array:
   """Per-value error of logits z against targets y in [0, 1], both [B, 9].
 
@@ -86,8 +95,7 @@ def parsing_loss(outputs: dict, batch: dict, class_weights: dict,
   ("disc/<name>", "group/<name>", "loss/<name>") and the total "parsing".
   """
   _check_activation(head_activation)
-  if loss_cfg.continuous not in ("mse", "l1", "bce"):
-    raise ValueError(f"config.loss.continuous={loss_cfg.continuous!r}; use 'mse', 'l1' or 'bce'")
+  check_continuous(loss_cfg.continuous)
   official = head_activation == "official"
   net = batch["net"]
   b = net.shape[0]
