@@ -64,6 +64,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.dropout = 0.5
   config.model.share_branch = False  # True: the official code feeds every head from branch 1
   config.model.head_activation = "logits"  # "official": sigmoid outputs fed to CE as logits
+  # "mean": the continuous head starts at the training GMs' mean (its bias = the logit of it);
+  # "torch": PyTorch's init, as the official code (configs/red116.py).
+  config.model.cont_bias_init = "mean"
   config.model.dtype = "float32"  # "bfloat16": mixed precision trunks (FFT stays float32)
 
   # --- losses (docs/losses.md) ------------------------------------------------------------

@@ -37,6 +37,7 @@ RED116 = {
     "model.fen_width": 64,
     "loss.low_freq_radius": 25,
     "loss.continuous": "mse",  # the official code's loss (docs/official_code.md#d7-continuous-loss)
+    "model.cont_bias_init": "torch",  # the official code's init
     "optim.weight_decay": 1e-4,
     "num_epochs": 20,
     "num_train_steps": -1,

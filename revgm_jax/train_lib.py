@@ -116,7 +116,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   data = input_pipeline.get_datasets(config, mesh)
   space = data.gt.space
   task = tasks.get(config, space, data.class_weights)
-  model = tasks.create_model(config, space, data.split, axis_name=sharding.AXIS)
+  model = tasks.create_model(config, space, data.split, axis_name=sharding.AXIS, gt=data.gt)
   tx = steps.make_optimizer(config.optim)
   total_steps = num_train_steps(config, data.num_train_images)
   image_shape = (config.image_size, config.image_size, 3)

@@ -155,3 +155,32 @@ def test_bad_config_values_are_clear_errors():
     model_lib.create_model(tiny_config(dtype="float16"), labels.get_space("zoo"))
   with pytest.raises(ValueError, match="config.model.fen_depth"):
     init(FEN(depth=1), images(1, 8))
+
+
+def test_continuous_head_starts_at_the_training_mean_and_red116_keeps_torch_init():
+  """cont_bias_init="mean": before any step the continuous head answers the mean-value baseline
+  of the training GMs (a column constant at 0 answers ~0), whatever the image."""
+  space = labels.get_space("zoo")
+  net = np.zeros((4, 15), np.float32)
+  net[:, :9] = np.array([[0.0, 1.0, 0.2, 0, 0, 0, 0, 0, 0], [0.0, 1.0, 0.4, 0, 0, 0, 0, 0, 0],
+                         [0.0, 1.0, 0.6, 0, 0, 0, 0, 0, 0], [0.0, 0.0, 0.9, 0, 0, 0, 0, 0, 0]])
+  gt = labels.GroundTruth(space=space, names=("a", "b", "c", "test"), net=net,
+                          loss=np.zeros((4, 10), np.int32), loss_group=np.zeros((4, 3), np.int32),
+                          test_set=np.array([0, 0, 0, 1], np.int32))
+  cfg = tiny_config(cont_bias_init="mean")
+  bias = model_lib.cont_bias(cfg, gt, ["a", "b", "c"])  # the test GM is left out of the mean
+  model = model_lib.create_model(cfg, space, cont_bias_init=bias)
+  variables = init(model, images(2, 32))
+  cont_head = variables["params"]["parser"]["cont_head"]
+  # Zero weights isolate the bias: the output is then sigmoid(bias) for every image.
+  params = jax.tree.map(lambda a: a, variables["params"])
+  params["parser"]["cont_head"] = {"kernel": jnp.zeros_like(cont_head["kernel"]),
+                                   "bias": cont_head["bias"]}
+  _, out = model.apply({**variables, "params": params}, images(2, 32, seed=1), train=False)
+  np.testing.assert_allclose(jax.nn.sigmoid(out["cont"]),
+                             np.tile([1e-3, 1 - 1e-3, 0.4, *[1e-3] * 6], (2, 1)), atol=1e-6)
+  assert model_lib.cont_bias(tiny_config(cont_bias_init="torch"), gt, ["a"]) is None
+  from configs import red116  # pylint: disable=g-import-not-at-top
+  assert red116.get_config().model.cont_bias_init == "torch"
+  with pytest.raises(ValueError, match="config.model.cont_bias_init='zero'"):
+    model_lib.cont_bias(tiny_config(cont_bias_init="zero"), gt, ["a"])

@@ -21,13 +21,15 @@ def flatten_size(image_size: int, widths: Sequence[int]) -> int:
   return encoder_output_size(image_size, len(widths)) ** 2 * widths[-1]
 
 
-def _dense(x, features: int, dtype: Any, name: str):
-  """nn.Dense with PyTorch's default nn.Linear init, as in the official parsing network.
+def _dense(x, features: int, dtype: Any, name: str, bias: Sequence[float] | None = None):
+  """nn.Dense with PyTorch's default nn.Linear init, as in the official parsing network, or
+  the given initial bias.
 
   Called inside a compact method, so the layer becomes a child of that module.
   """
-  return nn.Dense(features, kernel_init=TORCH_DEFAULT_KERNEL,
-                  bias_init=torch_bias_init(x.shape[-1]), dtype=dtype,
+  bias_init = (torch_bias_init(x.shape[-1]) if bias is None else
+               lambda key, shape, dtype=jnp.float32: jnp.asarray(bias, dtype).reshape(shape))
+  return nn.Dense(features, kernel_init=TORCH_DEFAULT_KERNEL, bias_init=bias_init, dtype=dtype,
                   param_dtype=jnp.float32, name=name)(x)
 
 
@@ -40,7 +42,8 @@ class Parser(nn.Module):
   (docs/official_code.md#d1-shared-branch).
   Head sizes come from `space`. Outputs are raw logits; the head activation (gating, the
   official sigmoid-then-CE) lives in `revgm_jax.losses.parsing`. Dropout needs the
-  "dropout" rng when `train` is True.
+  "dropout" rng when `train` is True. `cont_bias` ([9] or None: PyTorch's init) is the initial
+  bias of the continuous head (`models.model.cont_bias`).
   """
   space: Space
   widths: Sequence[int] = (32, 64, 128, 256, 512)
@@ -48,6 +51,7 @@ class Parser(nn.Module):
   branch_widths: Sequence[int] = (256, 64)
   dropout: float = 0.5
   share_branch: bool = False
+  cont_bias: Sequence[float] | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -67,8 +71,8 @@ class Parser(nn.Module):
         h = nn.relu(_dense(h, width, self.dtype, f"branch_{b}_fc{i}"))
       return h
 
-    def logits(h, n, name):
-      return _dense(h, n, self.dtype, name).astype(jnp.float32)
+    def logits(h, n, name, bias=None):
+      return _dense(h, n, self.dtype, name, bias).astype(jnp.float32)
 
     h_net = branch(0)
     h_group = h_net if self.share_branch else branch(1)
@@ -77,7 +81,7 @@ class Parser(nn.Module):
     # The G group heads (L loss-type heads) of 2 logits each are one Dense of 2G (2L) outputs:
     # the same maths and init as separate layers, in one matmul.
     return {
-        "cont": logits(h_net, s.num_continuous, "cont_head"),  # [B, 9]
+        "cont": logits(h_net, s.num_continuous, "cont_head", self.cont_bias),  # [B, 9]
         "disc": tuple(logits(h_net, k, f"disc_head_{j}")  # 6 x [B, k]
                       for j, k in enumerate(s.discrete_classes)),
         "group": logits(h_group, 2 * s.num_groups, "group_head").reshape(-1, s.num_groups, 2),

@@ -38,11 +38,14 @@ def get(config: ml_collections.ConfigDict, space: labels.Space, class_weights=No
 
 
 def create_model(config: ml_collections.ConfigDict, space: labels.Space, split: dict,
-                 axis_name: str | None = None):
-  """The model of `config`'s task; `split` (the run's) fixes the number of classes."""
+                 axis_name: str | None = None, gt: labels.GroundTruth | None = None):
+  """The model of `config`'s task; `split` (the run's) fixes the number of classes; `gt` (the
+  run's labels, given where the model is trained) sets the parser's initial continuous bias
+  (`models.model.cont_bias`)."""
   task = name(config)
   if task == "parsing":
-    return model_lib.create_model(config, space, axis_name=axis_name)
+    bias = None if gt is None else model_lib.cont_bias(config, gt, split["train"])
+    return model_lib.create_model(config, space, axis_name=axis_name, cont_bias_init=bias)
   m = config.model
   if m.dtype not in model_lib.DTYPES:
     raise ValueError(f"config.model.dtype={m.dtype!r} is not supported; use one of "
