@@ -11,7 +11,8 @@ them: docs/labels.md#getting-the-tables; the GM index ships with the package).
 Settings: images resized to 64 x 64, FEN 17 x 64, batch 16, Adam lr 1e-4 with PyTorch-style
 weight decay 1e-4 (the 116 scripts), 20 epochs (about 104 GMs x 1000 images / 16 = 6,500
 steps per epoch on the full set), low-frequency radius 25, MSE on the continuous head (the
-official code's; configs/default.py uses "bce"). Model selection on 8 held-out
+official code's; configs/default.py uses "bce") from PyTorch's initial bias (configs/default.py
+starts it at the training mean). Model selection on 8 held-out
 training GMs (not on the test GMs as the official eval script does). Run the four leave-out
 sets with --config.data.test_set=1..4, each in its own workdir. The recipe and the protocol:
 docs/protocol.md.

@@ -63,7 +63,7 @@ def test_red116_is_default_with_the_paper_settings():
            "image_size": 64, "batch_size": 16, "model.fen_depth": 17, "model.fen_width": 64,
            "optim.lr": 1e-4, "optim.weight_decay": 1e-4, "num_epochs": 20,
            "num_train_steps": -1, "loss.low_freq_radius": 25, "eval_every_steps": 6500,
-           "loss.continuous": "mse"}
+           "loss.continuous": "mse", "model.cont_bias_init": "torch"}
   assert {k: red[k] for k in paper} == paper
   changed = {k for k in red if red[k] != default[k]}
   assert changed <= paper.keys() | {"eval_batch_size", "log_every_steps",
