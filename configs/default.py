@@ -9,7 +9,7 @@ validation GMs and evaluates on the test GMs.
   python train.py --config configs/default.py --config.batch_size=32 --config.data.test_set=2
 
 The FEN is lighter than the paper's 17 x 64 (`configs/red116.py`) so that the whole job, zoo
-build included, fits in 20 minutes on a 2-core CPU (measured run times: README.md, Training);
+build included, fits in 15 minutes on a 2-core CPU (measured run times: README.md, Training);
 the zoo's images are 32 x 32, so the low-frequency radius scales to round(25 * 32 / 64) = 12.
 """
 
