@@ -24,6 +24,7 @@ from revgm_jax import workdir_lock
 from revgm_jax.config_utils import ConfigError
 from revgm_jax.evaluation import evaluator
 from revgm_jax.losses import parsing as parsing_losses
+from revgm_jax.models import model as model_lib
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_train_images: int) -> int:
@@ -63,6 +64,8 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     if config[name] < 1:
       raise ConfigError(f"config.{name}={config[name]} must be >= 1")
   parsing_losses.check_continuous(config.loss.continuous)
+  if tasks.name(config) == "parsing":
+    model_lib.check_cont_bias_init(config)
   if tasks.name(config) == "parsing" and config.data.num_val_gms < 1:
     raise ConfigError(f"config.data.num_val_gms={config.data.num_val_gms}: model selection needs "
                      "at least one validation GM (held out from the training GMs)")

@@ -77,7 +77,9 @@ def test_resuming_a_run_of_another_split_rule_is_refused(tiny, tmp_path):
 @pytest.mark.parametrize("flag,message", [
     ("--config.loss.continuous=huber", "config.loss.continuous='huber'; use one of ('mse', "
      "'l1', 'bce')"),
-    ("--config.data.max_train_gms=-1", "config.data.max_train_gms=-1: expected 0 (all) to")])
+    ("--config.data.max_train_gms=-1", "config.data.max_train_gms=-1: expected 0 (all) to"),
+    ("--config.model.cont_bias_init=zero", "config.model.cont_bias_init='zero'; use one of "
+     "('mean', 'torch')")])
 def test_train_py_names_a_config_value_that_cannot_work_in_one_line(tiny, tmp_path, flag,
                                                                     message):
   _, config = tiny

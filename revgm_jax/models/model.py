@@ -32,6 +32,15 @@ class RevGM(nn.Module):
     return f, self.parser(f, train)
 
 
+def check_cont_bias_init(config: ml_collections.ConfigDict) -> str:
+  """config.model.cont_bias_init, or a ConfigError naming the field; runs saved before the
+  field existed used PyTorch's init."""
+  kind = config.model.get("cont_bias_init", "torch")
+  if kind not in CONT_BIAS_INITS:
+    raise ConfigError(f"config.model.cont_bias_init={kind!r}; use one of {CONT_BIAS_INITS}")
+  return kind
+
+
 def cont_bias(config: ml_collections.ConfigDict, gt: GroundTruth,
               train_gms: Sequence[str]) -> tuple[float, ...] | None:
   """Initial bias of the continuous head: None (PyTorch's init) or, for
@@ -42,10 +51,7 @@ def cont_bias(config: ml_collections.ConfigDict, gt: GroundTruth,
   and a column constant over the zoo is slow to reach its value
   (docs/model.md#initial-bias-of-the-continuous-head).
   """
-  kind = config.model.get("cont_bias_init", "torch")  # runs saved before the field: torch
-  if kind not in CONT_BIAS_INITS:
-    raise ConfigError(f"config.model.cont_bias_init={kind!r}; use one of {CONT_BIAS_INITS}")
-  if kind == "torch":
+  if check_cont_bias_init(config) == "torch":
     return None
   mean = gt.net[gt.rows(list(train_gms)), :NUM_CONTINUOUS].astype(np.float64).mean(0)  # [9]
   p = np.clip(mean, _PRIOR_CLIP, 1 - _PRIOR_CLIP)
