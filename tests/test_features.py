@@ -78,7 +78,8 @@ def _synthetic_zoo(num_gms: int = 24, per_gm: int = 6):
 
 
 def _fit_small(x, rows, gt, train_rows):
-  return linear.fit(x, rows, gt, train_rows, folds=2, alphas=(1.0, 100.0), cs=(0.1,))
+  return linear.fit(x, rows, gt, train_rows, folds=2, alphas=(1.0, 100.0), cs=(0.1,),
+                    pca_dims=16)
 
 
 def test_fitted_parser_beats_the_mean_on_a_spectral_task(tmp_path):

@@ -26,15 +26,15 @@ import numpy as np
 from revgm_jax.labels import NUM_CONTINUOUS, GroundTruth
 
 NAME = "spectral features + linear heads"
-_BIG = 30.0  # |logit| of a head whose training GMs hold one class only
-_ABSENT = -1e30  # logit bias of a class that no training GM has
+BIG_LOGIT = 30.0  # |logit| of a head whose training GMs hold one class only
+ABSENT_LOGIT = -1e30  # logit bias of a class that no training GM has
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
   return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
   z = z - z.max(-1, keepdims=True)
   e = np.exp(z)
   return e / e.sum(-1, keepdims=True)
@@ -71,7 +71,7 @@ class SpectralParser:
                        f"{x.shape} (features of another image size or version?)")
     z = (x - self.mean) / self.scale
     return {"cont": np.clip(z @ self.cont_w + self.cont_b, 0.0, 1.0).astype(np.float32),
-            "disc": [_softmax(z @ w + b).astype(np.float32)
+            "disc": [softmax(z @ w + b).astype(np.float32)
                      for w, b in zip(self.disc_w, self.disc_b)],
             "group": _sigmoid(z @ self.group_w + self.group_b).astype(np.float32),
             "loss": _sigmoid(z @ self.loss_w + self.loss_b).astype(np.float32)}
@@ -126,7 +126,7 @@ def nearest_gm_predictions(gt: GroundTruth, bank_rows: np.ndarray, bank: np.ndar
 
 def fit(features: np.ndarray, gm_rows: Sequence[int], gt: GroundTruth,
         train_rows: Sequence[int], **kwargs) -> SpectralParser:
-  """Fits the heads on the samples of the training GMs (see `fitting.fit` for the options).
+  """Fits the heads on the samples of the training GMs (options: `fitting._fit`).
 
   features: [N, D], one row per image (or per GM); gm_rows: [N] GT row of each sample;
   train_rows: the GT rows to fit on (the others are ignored). Needs scikit-learn.
@@ -135,7 +135,7 @@ def fit(features: np.ndarray, gm_rows: Sequence[int], gt: GroundTruth,
   return fitting.fit(features, gm_rows, gt, train_rows, **kwargs)
 
 
-def _labels(gt: GroundTruth, rows: np.ndarray) -> dict[str, np.ndarray]:
+def targets(gt: GroundTruth, rows: np.ndarray) -> dict[str, np.ndarray]:
   """Per-sample targets: cont [N, 9], disc [N, 6] int, group [N, G], loss [N, L]."""
   net = gt.net[rows]
   return {"cont": net[:, :NUM_CONTINUOUS].astype(np.float64),
