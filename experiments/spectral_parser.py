@@ -46,7 +46,7 @@ _FIT_IMAGES = flags.DEFINE_integer("fit_images_per_gm", 10, "Training images per
                                    "are fitted on (0 = all); scoring uses every image.")
 _PCA = flags.DEFINE_integer("pca_dims", 32, "Principal components the heads are fitted on "
                            "(0 = all features).", lower_bound=0)
-_CLASS_WEIGHT = flags.DEFINE_enum("class_weight", "balanced", ["balanced", "none"],
+_CLASS_WEIGHT = flags.DEFINE_enum("class_weight", "none", ["balanced", "none"],
                                   "Class weights of the logistic heads.")
 _OUT_JSON = flags.DEFINE_string("out_json", "", "Also write every metric here.")
 
