@@ -1,7 +1,9 @@
 """The cheap GM family (random image-to-image encoder-decoders, revgm_jax/zoo/autoencoders.py):
 labels read off the model, one compile per architecture, determinism, cohorts, the build."""
 
+import filecmp
 import os
+import shutil
 
 import numpy as np
 from PIL import Image
@@ -152,3 +154,18 @@ def test_tiny_cheap_zoo_builds_labels_images_and_splits(cheap_zoo):
   with open(os.path.join(out, labels.INDEX_FILE)) as f:
     assert f.read().count(A.FAMILY) == cfg.num_i2i_gms  # the family column marks them
   np.testing.assert_array_equal(gt.cohort, [gm.cohort for gm in gms])  # via gm_index.csv
+
+
+def test_cheap_zoo_resumes_to_identical_files(cheap_zoo, tmp_path):
+  cfg, out, _ = cheap_zoo
+  name = plan.make_plan(cfg)[0].name
+  copy = str(tmp_path / "copy")
+  shutil.copytree(out, copy)
+  shutil.rmtree(os.path.join(copy, "gms", name))  # as a killed build leaves it
+  os.remove(os.path.join(copy, build.SUMMARY_FILE))
+  build.build_zoo(cfg, copy)
+  files = sorted(os.listdir(os.path.join(out, "gms", name)))
+  _, mismatch, errors = filecmp.cmpfiles(os.path.join(out, "gms", name),
+                                         os.path.join(copy, "gms", name), files, shallow=False)
+  assert not mismatch and not errors
+  assert build.is_complete(copy, cfg)
