@@ -116,6 +116,13 @@ def test_cheap2k_plan_cohorts_and_old_presets_unchanged():
   other = presets.get_preset("cheap2k")
   other.i2i_pool += 1
   assert build.config_hash(other) != build.config_hash(cfg)
+  other.num_i2i_gms = 2001
+  with pytest.raises(ValueError, match="num_i2i_gms"):
+    build.validate(other)
+  old = presets.get_preset("default")  # a config written before the family (no i2i fields)
+  old = old.__class__({k: v for k, v in old.items() if "i2i" not in k})
+  build.validate(old)
+  assert plan.make_plan(old) == plan.make_plan(presets.get_preset("default"))
 
 
 @pytest.fixture(scope="module")

@@ -78,19 +78,28 @@ def validate(cfg: ml_collections.ConfigDict):
 
   if cfg.image_size % 16 or not 32 <= cfg.image_size <= 256:
     bad("image_size", "must be a multiple of 16 from 32 to 256 (32, 64, 128 are the presets)")
-  for field in ("num_random_gms", "num_trained_gms", "train_steps", "real_images",
-                "num_i2i_gms"):
+  for field in ("num_random_gms", "num_trained_gms", "train_steps", "real_images"):
     if cfg[field] < 0:
       bad(field, "must be >= 0")
-  for field in ("images_per_gm", "batch_size", "train_pool", "i2i_per_arch", "i2i_pool"):
+  for field in ("images_per_gm", "batch_size", "train_pool"):
     if cfg[field] < 1:
       bad(field, "must be >= 1")
-  if cfg.num_random_gms + cfg.num_trained_gms + cfg.num_i2i_gms < 1:
+  num_i2i = cfg.get("num_i2i_gms", 0)  # absent from configs written before the family
+  if cfg.num_random_gms + cfg.num_trained_gms + num_i2i < 1:
     raise ValueError("zoo config: num_random_gms + num_trained_gms + num_i2i_gms must be >= 1")
-  if cfg.num_i2i_gms % cfg.i2i_per_arch:
-    bad("num_i2i_gms", f"must be a multiple of i2i_per_arch={cfg.i2i_per_arch}")
-  if not cfg.i2i_encoders or not set(cfg.i2i_encoders) <= set(A.ENCODERS):
-    bad("i2i_encoders", f"must be a non-empty tuple of {A.ENCODERS}")
+  if num_i2i:
+    if num_i2i < 0:
+      bad("num_i2i_gms", "must be >= 0")
+    for field in ("i2i_per_arch", "i2i_pool"):
+      if cfg[field] < 1:
+        bad(field, "must be >= 1")
+    if num_i2i % cfg.i2i_per_arch:
+      bad("num_i2i_gms", f"must be a multiple of i2i_per_arch={cfg.i2i_per_arch}")
+    if not cfg.i2i_encoders or not set(cfg.i2i_encoders) <= set(A.ENCODERS):
+      bad("i2i_encoders", f"must be a non-empty tuple of {A.ENCODERS}")
+    for field in ("i2i_widths", "i2i_convs_per_block", "i2i_code_channels", "i2i_output_stds"):
+      if not cfg[field] or min(cfg[field]) <= 0:
+        bad(field, "must be a non-empty tuple of positive numbers")
   if not 0.0 <= cfg.test_fraction <= 1.0:
     bad("test_fraction", "must be in [0, 1]")
   if cfg.cohort_size < 4:
@@ -100,8 +109,7 @@ def validate(cfg: ml_collections.ConfigDict):
   if not cfg.num_blocks or not all(2 <= b <= 4 for b in cfg.num_blocks):
     bad("num_blocks", "must hold block counts from 2 to 4")
   for field in ("widths", "convs_per_block", "trained_widths", "trained_convs_per_block",
-                "latent_dims", "init_gains", "output_stds", "skip_scales", "norm_eps",
-                "i2i_widths", "i2i_convs_per_block", "i2i_code_channels", "i2i_output_stds"):
+                "latent_dims", "init_gains", "output_stds", "skip_scales", "norm_eps"):
     if not cfg[field] or min(cfg[field]) <= 0:
       bad(field, "must be a non-empty tuple of positive numbers")
 
