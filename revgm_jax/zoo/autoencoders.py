@@ -3,8 +3,8 @@
 Family `random_i2i` (GM names `i2i_NNNN`): thousands of model instances for little compute, as
 in model-synthesis attribution (5,760 random encoder-decoders run on real images). An
 untrained latent generator's images are textures; these start from a photograph, so they look
-like images from the first step, and the decoder, which carries every labelled choice, leaves
-its trace (up-sampling above all) on them.
+like images from the start, and the decoder, which carries every labelled choice, leaves its
+trace (up-sampling above all) on them.
 
     real crop [B, S, S, 3] in [-1, 1]
       -> encoder (an unlabelled convention, GMPlan.encoder):
@@ -13,18 +13,24 @@ its trace (up-sampling above all) on them.
          -> code [B, s0, s0, Ce] flattened to [B, s0 * s0 * Ce]    (s0 = S / 2^num_blocks)
       -> decoder = `generators.Generator(spec)` with spec.latent_dim = s0 * s0 * Ce: the same
          projection (dense bottleneck when fc_latent, else a 3x3 conv on the code map), UpBlocks,
-         to_rgb and last non-linearity as the latent GMs, so every label means the same thing.
+         to_rgb and last-layer choice as the latent GMs, so every label means the same thing
+      -> image = last_nonlin(crop + decoder pre-output), the pre-output calibrated to mean 0
+         and std output_std (drawn per GM); for sigmoid the crop enters as 2 x crop, since
+         sigmoid(2x) = (1 + tanh(x)) / 2. So the images are photographs carrying the decoder's
+         trace rather than the textures of an untrained latent GM.
 
-Weights are He-normal (`generators.init_variables`, gain drawn per GM); the decoder is then
-calibrated on the GM's calibration crops exactly as a random-init GM on its latents
-(`sampling.calibrate`: batch-norm statistics, to_rgb rescaled to the GM's output std).
+Weights are He-normal (`generators.init_variables`, gain drawn per GM); the calibration is
+that of a random-init latent GM (`sampling.calibrate`: batch-norm statistics of the GM's
+calibration crops, the to_rgb output normalised) done as an affine map of the pre-output.
 
 The 15 label columns are read off the whole model (`architecture_counts`: encoder convs and
 pooling count as layers, the blocks are the decoder's UpBlocks); the loss flags are all 0.
 
 Compile once per architecture: `images` is one jitted function of (spec, encoder) taking the
 weights, crops and output std as arguments, so the GMs of an architecture (a cohort: other
-seeds, init gains and output stds) reuse its compile (`trace_count` counts the traces).
+seeds, init gains and output stds) reuse its compile (`trace_count` counts the traces). On the
+2-core CPU that is 2.6x faster than one vmapped call over them (`images_vmapped`; the numbers
+from benchmarks/zoo_i2i_compile.py are in the README, GM zoo).
 """
 
 from __future__ import annotations
