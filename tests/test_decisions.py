@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
-from sklearn.metrics import f1_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from revgm_jax.evaluation import decisions, metrics
 from revgm_jax.labels import NUM_CONTINUOUS, get_space
@@ -49,12 +49,34 @@ def test_macro_f1_is_scikit_learns():
     assert np.isclose(decisions.macro_f1(y, p), f1_score(y, p, average="macro", zero_division=0))
 
 
+def test_auc_is_scikit_learns():
+  rng = np.random.default_rng(2)
+  for _ in range(20):
+    y, p = rng.integers(0, 2, 40), rng.integers(0, 5, 40) / 4  # with ties
+    assert np.isclose(decisions.auc(p, y), roc_auc_score(y, p))
+  assert decisions.auc(np.ones(3), np.ones(3)) is None
+
+
+def test_each_head_takes_the_source_that_validation_favours():
+  pred, target, groups, base = _data()
+  spectral = {**pred, "cont": np.asarray(target["net"])[:, :NUM_CONTINUOUS].copy(),
+              "disc": [np.full_like(d, 1 / d.shape[1]) for d in pred["disc"]]}
+  cands = decisions.candidates(pred, spectral)
+  d = decisions.fit(cands, target, groups, base, SPACE.group_of_loss)
+  assert d["sources"]["cont"][0] == "deep"  # a tie: the first source
+  assert d["sources"]["cont"][1:] == ["spectral"] * (NUM_CONTINUOUS - 1)
+  assert d["sources"]["disc"][0] == "deep"
+  out = decisions.answer(cands, d, SPACE.group_of_loss)
+  np.testing.assert_allclose(out["cont"][:, 1:], spectral["cont"][:, 1:], atol=1e-6)
+  assert decisions.answer(cands, None, SPACE.group_of_loss)["cont"] is pred["cont"]
+
+
 def test_a_head_without_signal_answers_the_baseline_and_one_with_signal_keeps_its_answer():
   pred, target, groups, base = _data()
-  d = decisions.fit(pred, target, groups, base, SPACE.group_of_loss)
+  d = decisions.fit(decisions.candidates(pred), target, groups, base, SPACE.group_of_loss)
   assert d["cont_alpha"][0] == 1.0 and d["cont_alpha"][1] <= 0.2
   assert d["disc_alpha"][0] > 0.0 and d["disc_alpha"][1] == 0.0
-  out = decisions.apply(pred, d, SPACE.group_of_loss)
+  out = decisions.answer(decisions.candidates(pred), d, SPACE.group_of_loss)
   prior_class = int(np.argmax(base["prior"][1]))
   assert (np.asarray(out["disc"][1]).argmax(-1) == prior_class).all()
   before = metrics.parsing_metrics(pred, target, SPACE)
@@ -64,9 +86,9 @@ def test_a_head_without_signal_answers_the_baseline_and_one_with_signal_keeps_it
 
 def test_a_threshold_turns_a_well_ranked_head_below_one_half_into_right_answers():
   pred, target, groups, base = _data()
-  d = decisions.fit(pred, target, groups, base, SPACE.group_of_loss)
+  d = decisions.fit(decisions.candidates(pred), target, groups, base, SPACE.group_of_loss)
   assert 0.1 < d["loss_threshold"][0] < 0.3
-  out = decisions.apply(pred, d, SPACE.group_of_loss)
+  out = decisions.answer(decisions.candidates(pred), d, SPACE.group_of_loss)
   name = SPACE.loss_names[0]
   before = metrics.parsing_metrics(pred, target, SPACE)
   after = metrics.parsing_metrics(out, target, SPACE)
@@ -78,7 +100,7 @@ def test_a_threshold_turns_a_well_ranked_head_below_one_half_into_right_answers(
 
 def test_temperatures_are_kept_only_where_held_out_cohorts_get_a_lower_ece():
   pred, target, groups, base = _data()
-  d = decisions.fit(pred, target, groups, base, SPACE.group_of_loss)
+  d = decisions.fit(decisions.candidates(pred), target, groups, base, SPACE.group_of_loss)
   for fam, kept in d["calibration_kept"].items():
     assert kept == (d["inner_ece"]["after"][fam] < d["inner_ece"]["before"][fam])
     if not kept:
@@ -89,10 +111,10 @@ def test_temperatures_are_kept_only_where_held_out_cohorts_get_a_lower_ece():
 
 def test_decisions_survive_json_and_apply_without_scikit_learn():
   pred, target, groups, base = _data()
-  d = decisions.fit(pred, target, groups, base, SPACE.group_of_loss)
+  d = decisions.fit(decisions.candidates(pred), target, groups, base, SPACE.group_of_loss)
   again = json.loads(json.dumps(d))
-  a = decisions.apply(pred, d, SPACE.group_of_loss)
-  b = decisions.apply(pred, again, SPACE.group_of_loss)
+  a = decisions.answer(decisions.candidates(pred), d, SPACE.group_of_loss)
+  b = decisions.answer(decisions.candidates(pred), again, SPACE.group_of_loss)
   for k in ("cont", "group", "loss"):
     np.testing.assert_allclose(a[k], b[k])
   code = ("import sys; from revgm_jax.evaluation import decisions; "

@@ -105,7 +105,7 @@ def test_fitted_parser_beats_the_mean_on_a_spectral_task(tmp_path):
   # Retrieval in feature space finds GMs of similar blur.
   bank_rows, bank = spectral.gm_mean_features(x[~test], rows[~test])
   for metric in ("euclidean", "cosine"):
-    near = linear.nearest_gm_predictions(gt, bank_rows, bank, x[test], metric)
+    near = baselines.feature_retrieval_predictions(gt, bank_rows, bank, x[test], metric)
     assert metrics.parsing_metrics(near, target, gt.space)["cont_l1/num_layers"] < 0.6 * mean[
         "cont_l1/num_layers"]
 

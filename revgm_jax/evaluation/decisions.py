@@ -5,6 +5,9 @@ Why: the heads are trained on GMs whose architectures the validation and test GM
 be worse than the training baseline, and its probabilities over-confident. So, per head and
 fitted on the validation GMs' predictions only (never the test GMs'):
 
+- source: the deep parser, the spectral parser (`revgm_jax.features`) or the mean of the two,
+  per continuous column, per discrete head and per binary family (groups, types), by validation
+  L1, macro-F1 and AUC;
 - continuous column c: answer = center_c + alpha_c (pred_c - center_c), center = the training
   GMs' median (the L1-optimal constant), alpha_c in `ALPHAS` of least validation L1
   (alpha = 0 answers the baseline, 1 the head);
@@ -30,6 +33,7 @@ from revgm_jax.evaluation import calibration
 from revgm_jax.labels import NUM_CONTINUOUS
 
 ALPHAS = np.linspace(0.0, 1.0, 11)  # shrinkage towards the training baseline (0 = baseline)
+SOURCES = ("deep", "spectral", "mean")  # the candidate answers of a head, in order of preference
 _EPS = 1e-6
 
 
@@ -43,6 +47,69 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     denom = np.sum(pred == c) + np.sum(y == c)
     f1s.append(2.0 * tp / denom if denom else 0.0)
   return float(np.mean(f1s)) if f1s else 0.0
+
+
+def auc(p: np.ndarray, y: np.ndarray) -> float | None:
+  """ROC AUC of scores `p` against 0/1 `y` (ties count one half); None with one class."""
+  p, y = np.asarray(p, np.float64), np.asarray(y).astype(bool)
+  pos, neg = p[y], p[~y]
+  if not len(pos) or not len(neg):
+    return None
+  order = np.argsort(np.concatenate([pos, neg]), kind="stable")
+  ranks = np.empty(len(order))
+  ranks[order] = np.arange(1, len(order) + 1)
+  allv = np.concatenate([pos, neg])
+  for v in np.unique(allv):  # average ranks of ties
+    tie = allv == v
+    ranks[tie] = ranks[tie].mean()
+  return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def candidates(deep: Mapping, spectral: Mapping | None = None) -> dict:
+  """{source: pred} of the `SOURCES` available: the deep parser's, the spectral parser's and
+  their mean, key by key."""
+  if spectral is None:
+    return {"deep": dict(deep)}
+  mean = {k: ([(np.asarray(a) + np.asarray(b)) / 2 for a, b in zip(deep[k], spectral[k])]
+              if isinstance(deep[k], list) else (np.asarray(deep[k]) + np.asarray(spectral[k])) / 2)
+          for k in ("cont", "disc", "group", "loss")}
+  return {"deep": dict(deep), "spectral": dict(spectral), "mean": mean}
+
+
+def combine(cands: Mapping, sources: Mapping | None) -> dict:
+  """One prediction taking each head from its source (None: the deep parser throughout)."""
+  if sources is None:
+    return dict(cands["deep"])
+  return {"cont": np.stack([np.asarray(cands[s]["cont"])[:, c]
+                            for c, s in enumerate(sources["cont"])], 1),
+          "disc": [cands[s]["disc"][j] for j, s in enumerate(sources["disc"])],
+          "group": np.asarray(cands[sources["group"]]["group"]),
+          "loss": np.asarray(cands[sources["loss"]]["loss"])}
+
+
+def _binary_score(p: np.ndarray, y: np.ndarray) -> float:
+  """Mean AUC over the columns with both classes, else mean macro-F1 at 0.5."""
+  aucs = [a for a in (auc(p[:, i], y[:, i]) for i in range(y.shape[1])) if a is not None]
+  if aucs:
+    return float(np.mean(aucs))
+  return float(np.mean([macro_f1(y[:, i], p[:, i] > 0.5) for i in range(y.shape[1])]))
+
+
+def choose_sources(cands: Mapping, target: Mapping) -> dict:
+  """Per head, the source of best validation score (the first in `SOURCES` among ties)."""
+  names = [s for s in SOURCES if s in cands]
+  net = np.asarray(target["net"], np.float64)
+  pick = lambda scores, lower=False: names[_best(scores, lower_is_better=lower)]
+  return {
+      "cont": [pick([np.abs(np.asarray(cands[s]["cont"])[:, c] - net[:, c]).mean()
+                     for s in names], lower=True) for c in range(NUM_CONTINUOUS)],
+      "disc": [pick([macro_f1(net[:, NUM_CONTINUOUS + j], np.asarray(cands[s]["disc"][j])
+                              .argmax(-1)) for s in names])
+               for j in range(len(cands["deep"]["disc"]))],
+      "group": pick([_binary_score(np.asarray(cands[s]["group"]),
+                                   np.asarray(target["loss_group"])) for s in names]),
+      "loss": pick([_binary_score(np.asarray(cands[s]["loss"]), np.asarray(target["loss"]))
+                    for s in names])}
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -170,20 +237,30 @@ def _inner_ece(answered: Mapping, target: Mapping, groups: np.ndarray,
   return mean(before), mean(after)
 
 
-def fit(pred: Mapping, target: Mapping, groups: np.ndarray, base: Mapping,
+def fit(cands: Mapping, target: Mapping, groups: np.ndarray, base: Mapping,
         group_of_loss) -> dict:
-  """The decisions of one model on its validation examples.
+  """The decisions of a parser on its validation examples.
 
-  pred, target: the `metrics` format, one row per validation image; groups: [N] cohort of each
-  (`cohort_groups`); base: `baseline(...)` of the training GMs.
+  cands: `candidates(...)` on the validation images (the `metrics` format, one row per image);
+  groups: [N] cohort of each image (`cohort_groups`); base: `baseline(...)` of the training GMs.
   """
   groups = np.asarray(groups)
+  sources = choose_sources(cands, target)
+  pred = combine(cands, sources)
   answers = _fit_answers(pred, target, base, group_of_loss)
   answered = _answer(pred, answers, group_of_loss)
   before, after = _inner_ece(answered, target, groups, group_of_loss)
   keep = {f: after[f] < before[f] for f in before}
   temps = calibration.fit(answered, target)
   temps = {f: (t if keep[f] else [1.0] * len(t)) for f, t in temps.items()}
-  return {**answers, "temperatures": temps, "calibration_kept": keep,
+  return {"sources": sources, **answers, "temperatures": temps, "calibration_kept": keep,
           "inner_ece": {"before": before, "after": after},
           "num_images": int(len(groups)), "num_cohorts": int(len(np.unique(groups)))}
+
+
+def answer(cands: Mapping, decisions: Mapping | None, group_of_loss) -> dict:
+  """The parser's answer: each head from its source, as `decisions` say (None: the deep
+  parser's raw output)."""
+  if decisions is None:
+    return dict(cands["deep"])
+  return apply(combine(cands, decisions.get("sources")), decisions, group_of_loss)

@@ -103,30 +103,6 @@ class SpectralParser:
       return cls.from_arrays({k: f[k] for k in f.files})
 
 
-def nearest_gm_predictions(gt: GroundTruth, bank_rows: np.ndarray, bank: np.ndarray,
-                           queries: np.ndarray, metric: str = "euclidean",
-                           mean: np.ndarray | None = None, scale: np.ndarray | None = None
-                           ) -> dict:
-  """Nearest training GM in feature space: the labels of the bank GM closest to each query.
-
-  bank: [T, D] mean features of GT rows `bank_rows`; queries: [N, D]. Features are first
-  standardised with (mean, scale) (default: the bank's own); metric "euclidean" or "cosine"
-  (Euclidean scored higher on the validation GMs of the default zoo's 4 leave-out sets:
-  experiments/spectral_parser.py).
-  """
-  from revgm_jax.evaluation import baselines  # pylint: disable=g-import-not-at-top
-  bank = np.asarray(bank, np.float64)
-  mean = bank.mean(0) if mean is None else mean
-  scale = np.where(bank.std(0) > 1e-8, bank.std(0), 1.0) if scale is None else scale
-  b, q = (bank - mean) / scale, (np.asarray(queries, np.float64) - mean) / scale
-  if metric == "cosine":
-    return baselines.retrieval_predictions(gt, bank_rows, b, q)
-  if metric != "euclidean":
-    raise ValueError(f"nearest_gm_predictions: metric {metric!r}; use euclidean or cosine")
-  d2 = (q ** 2).sum(1)[:, None] - 2 * q @ b.T + (b ** 2).sum(1)[None]  # [N, T]
-  return baselines.label_predictions(gt, np.asarray(bank_rows)[d2.argmin(1)])
-
-
 def fit(features: np.ndarray, gm_rows: Sequence[int], gt: GroundTruth,
         train_rows: Sequence[int], **kwargs) -> SpectralParser:
   """Fits the heads on the samples of the training GMs (options: `fitting._fit`).
