@@ -132,13 +132,20 @@ def cohort_groups(gm_rows: np.ndarray, cohort: np.ndarray | None) -> np.ndarray:
   return np.where(c >= 0, c, -1 - gm_rows.astype(np.int64))
 
 
-def baseline(net: np.ndarray, discrete_classes: Sequence[int]) -> dict:
-  """The training baseline from the training GMs' label rows `net` [T, 15] (one vote per GM):
-  the continuous median and the class frequencies of each discrete head."""
+def baseline(net: np.ndarray, discrete_classes: Sequence[int], loss: np.ndarray | None = None,
+             loss_group: np.ndarray | None = None) -> dict:
+  """The training baseline from the training GMs' label rows (one vote per GM; net [T, 15],
+  loss [T, L], loss_group [T, G]): the continuous median, the class frequencies of each
+  discrete head, and the frequency of each loss type and group (what `revgm parse` answers for
+  a head that does not beat its baseline)."""
   net = np.asarray(net, np.float64)
-  return {"center": np.median(net[:, :NUM_CONTINUOUS], 0).tolist(),
-          "prior": [np.bincount(net[:, NUM_CONTINUOUS + j].astype(np.int64), minlength=k)
-                    .astype(np.float64) / len(net) for j, k in enumerate(discrete_classes)]}
+  out = {"center": np.median(net[:, :NUM_CONTINUOUS], 0).tolist(),
+         "prior": [np.bincount(net[:, NUM_CONTINUOUS + j].astype(np.int64), minlength=k)
+                   .astype(np.float64) / len(net) for j, k in enumerate(discrete_classes)]}
+  if loss is not None and loss_group is not None:
+    out["loss_rate"] = np.asarray(loss, np.float64).mean(0).tolist()
+    out["group_rate"] = np.asarray(loss_group, np.float64).mean(0).tolist()
+  return out
 
 
 def _best(scores: Sequence[float], lower_is_better: bool = False) -> int:
@@ -209,7 +216,9 @@ def _fit_answers(pred: Mapping, target: Mapping, base: Mapping, group_of_loss) -
     f1 = [macro_f1(loss_y[:, i], np.minimum(shift(loss_p[:, i], c), group[:, i]) > 0.5)
           for c in cands]
     loss_t.append(float(cands[_best(f1)]))
+  rates = {k: base[k] for k in ("loss_rate", "group_rate") if k in base}
   return {"center": center.tolist(), "prior": [np.asarray(p).tolist() for p in base["prior"]],
+          **rates,
           "cont_alpha": cont_alpha, "disc_alpha": disc_alpha,
           "group_threshold": group_t, "loss_threshold": loss_t}
 

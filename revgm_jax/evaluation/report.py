@@ -26,9 +26,11 @@ import numpy as np  # noqa: E402
 
 from revgm_jax.labels import Space  # noqa: E402
 
-METHOD_NAMES = {"model": "model (ours)", "model_mean_fingerprint": "model, mean of fingerprints",
-                "random_gt": "random ground truth",
-                "majority": "mean / majority", "retrieval": "nearest training GM"}
+METHOD_NAMES = {"model": "deep parser (ours)", "model_mean_fingerprint": "deep, mean of fingerprints",
+                "spectral": "spectral features + linear heads", "parser": "revgm parse answer",
+                "random_gt": "random ground truth", "majority": "mean / majority",
+                "retrieval": "nearest training GM (fingerprint)",
+                "retrieval_features": "nearest training GM (features)"}
 # (column header, metrics key) of the headline table; arrows say which direction is better.
 COLUMNS = (("L1 cont. ↓", "cont_l1"), ("acc net ↑", "net_acc"), ("F1 net ↑", "net_f1"),
            ("acc loss ↑", "loss_acc"), ("F1 loss ↑", "loss_f1"), ("AUC loss ↑", "loss_auc"),
@@ -90,13 +92,29 @@ FAMILY_NAMES = {"disc": "discrete architecture", "group": "loss groups",
 
 
 def calibration_table(calib: Mapping) -> list[str]:
-  """ECE per head family before / after temperature scaling, on every split measured."""
+  """ECE per head family of the deep parser's raw output ("deep") and of the decided answer
+  ("answer"), on every split measured."""
   splits = list(calib["ece"])
-  header = ["head family", *(f"ECE {s} {w}" for s in splits for w in ("before", "after"))]
+  names = {"before": "deep", "after": "answer"}
+  header = ["head family", *(f"ECE {s} {names[w]}" for s in splits for w in ("before", "after"))]
   return _table(header, [[FAMILY_NAMES.get(fam, fam),
                           *(fmt(calib["ece"][s][w][fam]) for s in splits
                             for w in ("before", "after"))]
                          for fam in calib["ece"][splits[0]]["before"]])
+
+
+def decisions_table(d: Mapping, space: Space) -> list[str]:
+  """Per head: the source chosen on the validation GMs and its shrinkage or threshold."""
+  src = d.get("sources") or {}
+  rows = [[n, (src.get("cont") or ["deep"] * 9)[i], fmt(d["cont_alpha"][i], 1)]
+          for i, n in enumerate(space.continuous_names)]
+  rows += [[n, (src.get("disc") or ["deep"] * 6)[j], fmt(d["disc_alpha"][j], 1)]
+           for j, n in enumerate(space.discrete_names)]
+  rows += [[f"group: {n}", src.get("group", "deep"), f"t = {d['group_threshold'][g]:.2f}"]
+           for g, n in enumerate(space.group_names)]
+  rows += [[n, src.get("loss", "deep"), f"t = {d['loss_threshold'][i]:.2f}"]
+           for i, n in enumerate(space.loss_names)]
+  return _table(["head", "source", "alpha / threshold"], rows)
 
 
 def markdown(results: Mapping, space: Space) -> str:
@@ -108,12 +126,19 @@ def markdown(results: Mapping, space: Space) -> str:
            "its mean is over the defined ones.", ""]
   lines += headline_table(results["methods"])
   if results.get("calibration"):
-    lines += ["", "## Calibration", "",
-              "One temperature per head family, fitted on the "
-              f"{results['calibration']['num_images']} images of the validation GMs "
-              "(`revgm parse` applies it); top-label ECE, 10 bins, mean over the heads of a "
-              "family. Accuracy, F1 and AUC do not change.", ""]
-    lines += calibration_table(results["calibration"])
+    d = results["calibration"]
+    lines += ["", "## The answer of `revgm parse`", "",
+              f"Each head's source and decision were fitted on the {d['num_images']} images of "
+              f"the validation GMs ({d['num_cohorts']} cohorts), never on these GMs "
+              "(docs/protocol.md#the-parsers-answer): alpha shrinks the answer towards the "
+              "training median / class frequencies (0 = the baseline), a threshold is the "
+              "P(yes) that answers yes.", ""]
+    lines += decisions_table(d, space)
+    kept = [FAMILY_NAMES.get(f, f) for f, k in d.get("calibration_kept", {}).items() if k]
+    lines += ["", "Temperature scaling kept where it lowered the ECE of held-out validation "
+              f"cohorts: {', '.join(kept) or 'none'}. Top-label ECE, 10 bins, mean over the "
+              "heads of a family:", ""]
+    lines += calibration_table(d)
   lines += ["", "## Per hyperparameter", ""] + per_head_tables(results["methods"], space)
   if results.get("k_images"):
     lines += ["", "## Multi-image parsing (mean of k images of one GM, disjoint groups)", ""]
