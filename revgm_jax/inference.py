@@ -51,7 +51,7 @@ def abstract_variables(model, image_size: int, mesh):
   """Restore target of the model's variables, replicated over `mesh`."""
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(
       (1, image_size, image_size, 3), jnp.float32), train=False))
-  return checkpointing.replicated_target(dict(shapes), mesh)
+  return sharding.replicated_target(dict(shapes), mesh)
 
 
 class WrongTaskError(ValueError):

@@ -32,7 +32,6 @@ import tensorflow as tf
 from revgm_jax import labels, sharding, splits
 from revgm_jax.data import builder
 
-_LABEL_KEYS = ("net", "loss", "loss_group")
 _MAX_OPEN_FILES = 128
 
 
@@ -118,13 +117,13 @@ def _decoder(data: builder.PreparedData, prep: Preprocess, label_rows: np.ndarra
   gt = data.gt
   tables = None
   if label_rows is not None:  # labels looked up through a permutation of the GM rows
-    tables = {k: tf.constant(getattr(gt, k)[label_rows]) for k in _LABEL_KEYS}
+    tables = {k: tf.constant(getattr(gt, k)[label_rows]) for k in labels.LABEL_KEYS}
 
   def decode(serialized, crop_seed=None):
     ex = features.deserialize_example(serialized)
     out = {"image": prep(ex["image"], crop_seed), "gm_row": ex["gm_row"], "id": ex["id"],
            "mask": tf.constant(True)}
-    for k in _LABEL_KEYS:
+    for k in labels.LABEL_KEYS:
       out[k] = ex[k] if tables is None else tf.gather(tables[k], ex["gm_row"])
     if class_table is not None:
       out["label"] = tf.gather(tf.constant(class_table, tf.int32),

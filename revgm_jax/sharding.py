@@ -36,6 +36,12 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def replicated_target(tree, mesh: jax.sharding.Mesh):
+  """Abstract restore target: every leaf's shape and dtype, replicated over `mesh`."""
+  sharding_ = replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_), tree)
+
+
 def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(AXIS))
 

@@ -33,7 +33,6 @@ from revgm_jax import checkpointing, compile_options, labels, sharding, tasks
 from revgm_jax.losses import constraints, parsing
 
 AXIS = sharding.AXIS
-LABEL_KEYS = ("net", "loss", "loss_group")
 
 
 class TrainState(struct.PyTreeNode):
@@ -80,7 +79,7 @@ def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
 def abstract_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
   """Shapes of `create_train_state` with concrete replicated shardings: the restore target."""
   init = functools.partial(_init_state, model=model, tx=tx, image_shape=image_shape)
-  return checkpointing.replicated_target(jax.eval_shape(init, rng), mesh)
+  return sharding.replicated_target(jax.eval_shape(init, rng), mesh)
 
 
 def make_train_step(config, model, tx, space: labels.Space, class_weights, mesh) -> Callable:

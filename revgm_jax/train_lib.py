@@ -226,7 +226,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   selected = last_step if which == workdir_lib.LATEST else best["step"]
   variables = state.variables
   if selected != last_step:
-    target = checkpointing.replicated_target(jax.eval_shape(lambda: state.variables), mesh)
+    target = sharding.replicated_target(jax.eval_shape(lambda: state.variables), mesh)
     variables, _ = checkpointing.restore_variables(workdir, target, which, selected)
   report = task.evaluate(workdir, data, variables, step=selected, which=which)
   results = {"workdir": workdir, "last_step": last_step, "selected_step": best["step"],

@@ -195,7 +195,7 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
         yield gm.files[k], {
             "image": png, "gm_name": gm.name, "gm_row": gm.row,
             **{key: getattr(gt, key)[row] * (gm.row != REAL_ROW)
-               for key in ("net", "loss", "loss_group")},
+               for key in labels.LABEL_KEYS},
             "id": first_id + k, "file": f"{gm.name}/{gm.files[k]}"}
         if self._progress is not None:
           self._progress.update(1)

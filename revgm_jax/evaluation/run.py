@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from revgm_jax import inference, input_pipeline, sharding, steps, tasks
+from revgm_jax import inference, input_pipeline, labels, sharding, steps, tasks
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import aggregate, baselines, calibration, evaluator, metrics, report
 from revgm_jax.models import model as model_lib
@@ -97,7 +97,7 @@ def _fit_calibration(predict_fn, variables, data: input_pipeline.Datasets) -> di
     return None
   drop = lambda per: {k: v for k, v in per.items() if k not in ("fingerprint", "spectrum")}
   per, _ = evaluator.collect(predict_fn, variables, data.eval_iter("val"), on_batch=drop)
-  target = {k: per[k] for k in ("net", "loss", "loss_group")}
+  target = {k: per[k] for k in labels.LABEL_KEYS}
   temps = calibration.fit(per["pred"], target)
   return {"temperatures": temps, "fitted_on": "val", "num_images": len(per["gm_row"]),
           "ece": {"val": calibration.before_after(per["pred"], target, temps,
@@ -150,7 +150,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
       predict_all, {"model": variables, "rgt": rgt.variables if rgt else None},
       data.eval_iter(split), on_batch=reduce)
 
-  target = {k: per[k] for k in ("net", "loss", "loss_group")}
+  target = {k: per[k] for k in labels.LABEL_KEYS}
   rows = per["gm_row"]
   preds = {"model": per["pred"]}
   if rgt is not None:
