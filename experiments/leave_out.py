@@ -53,9 +53,9 @@ def main(argv):
     raise bad_rgt from None
   if not rgt_sets <= set(sets):
     raise bad_rgt
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
-  from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top (after the flags)
+  prepare.keep_tf_off_accelerators()
+  from revgm_jax.evaluation import parsing  # pylint: disable=g-import-not-at-top
 
   out_dir = os.path.abspath(_OUT_DIR.value)
   per_set = {}
@@ -71,7 +71,7 @@ def main(argv):
       per_set[f"test set {s}"] = results["report"]
   except runs.ConfigChanged as e:
     raise app.UsageError(str(e)) from None
-  run.write_summary(out_dir, per_set)
+  parsing.write_summary(out_dir, per_set)
   with open(os.path.join(out_dir, "summary.md")) as f:
     print(f.read(), flush=True)
   print(f"summary of {len(per_set)} sets in {out_dir} (summary.md, summary.json, "

@@ -41,8 +41,8 @@ _SEEDS = flags.DEFINE_list("seeds", [], "Seeds (default: the config's); every ro
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top (after the flags)
+  prepare.keep_tf_off_accelerators()
 
   base = _CONFIG.value
   overrides = claims.row_overrides(base)

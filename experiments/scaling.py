@@ -71,8 +71,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
   counts = parse_counts(_NUM_GMS.value)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top (after the flags)
+  prepare.keep_tf_off_accelerators()
 
   out_dir = os.path.abspath(_OUT_DIR.value)
   rows = {}

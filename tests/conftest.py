@@ -17,7 +17,7 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-import gm_folders  # noqa: E402
+from support import gm_folders  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RED116_ENV = "REVGM_RED116_DIR"

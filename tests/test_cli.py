@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-import tiny_run
+from support import tiny_run
 from revgm_jax import cli
 from revgm_jax.zoo import __main__ as zoo_cli
 from revgm_jax.zoo import build, presets

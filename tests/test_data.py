@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-import gm_folders
+from support import gm_folders
 from revgm_jax import labels
 from revgm_jax.data import builder, images
 

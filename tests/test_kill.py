@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-import tiny_run
+from support import tiny_run
 from revgm_jax import checkpointing, labels, sharding, steps, stop_signal, workdir_lock
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.models import model as model_lib

@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-import tiny_run
+from support import tiny_run
 
 
 def _leave_out(tmp_path, red116_dir, *extra):

@@ -17,13 +17,13 @@ import time
 import numpy as np
 import pytest
 
-import gm_folders
-import tiny_run
+from support import gm_folders
+from support import tiny_run
 from revgm_jax import config_utils, distributed, sharding, stop_signal, workdir_lock
 from revgm_jax.zoo import build, presets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JOB = os.path.join(REPO, "tests", "multihost_job.py")
+JOB = os.path.join(REPO, "tests", "support", "multihost_job.py")
 # 4 random-init GMs: two per process (trained GMs only add training time to the same path).
 ZOO = {"num_random_gms": 4, "num_trained_gms": 0, "images_per_gm": 4, "real_images": 4}
 _TIMING = {"seconds", "gm_seconds", "last_run_wall_seconds"}
@@ -40,7 +40,8 @@ def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0, proces
   """Runs tests/multihost_job.py as a job of `processes` x `devices`: (exit status, stdout,
   stderr, seconds)."""
   cmd = launch_cmd(JOB, *job_args, processes=processes, devices=devices, grace_s=grace_s)
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(  # the job imports `support`
+      [REPO, os.path.join(REPO, "tests"), os.environ.get("PYTHONPATH", "")])}
   start = time.monotonic()
   with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         text=True, start_new_session=True) as p:

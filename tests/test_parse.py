@@ -13,7 +13,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-import tiny_run
+from support import tiny_run
 from revgm_jax import cli, inference, input_pipeline, parse
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import calibration

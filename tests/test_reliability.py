@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 import pytest
 
-import tiny_run
+from support import tiny_run
 from revgm_jax import config_utils, inference, parse, stop_signal, train_lib, workdir_lock
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.data import images

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import tiny_tasks
+from support import pipeline, tiny_tasks
 from revgm_jax import cli, input_pipeline, parse, sharding, tasks
 from revgm_jax.data import builder
 from revgm_jax.tasks import classify
@@ -26,7 +26,7 @@ def trained(request, tmp_path_factory, red116_dir):
 
 def _datasets(task, root, red116_dir, **overrides):
   c = tiny_tasks.config(task, str(root), red116_dir, **overrides)
-  return input_pipeline.get_datasets(c, sharding.make_mesh(jax.devices()[:1])), c
+  return pipeline.datasets(c, sharding.make_mesh(jax.devices()[:1])), c
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -41,15 +41,11 @@ import tensorflow_datasets as tfds
 from tqdm import tqdm
 
 from revgm_jax import config_utils, file_lock, labels
-from revgm_jax.data import images
+from revgm_jax.data import DataError, images
 
 NAME = "revgm_images"
 REAL, REAL_ROW = labels.REAL, labels.REAL_ROW
 _MAX_THREADS = 16
-
-
-class DataError(ValueError):
-  """Input folder or label problem; the message names the folder or file."""
 
 
 @dataclasses.dataclass(frozen=True)

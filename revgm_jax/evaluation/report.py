@@ -1,6 +1,6 @@
 """The evaluation report: metrics.json, a Markdown table in the paper's layout, figures.
 
-`results` (what `run.evaluate_workdir` returns and `metrics.json` holds):
+`results` (what `parsing.evaluate` returns and `metrics.json` holds):
   {"name": test-set label, "split": "test", "step": checkpoint step, "space": space name,
    "gms": test GM names, "num_images": int,
    "methods": {method: metrics.parsing_metrics dict}   (model, random_gt, majority, retrieval),

@@ -1,6 +1,6 @@
 """The report of a detection or attribution evaluation: metrics.json, report.md, figures.
 
-`results` is what `revgm_jax.tasks.evaluate.evaluate_classifier` returns; `curves` holds what
+`results` is what `revgm_jax.evaluation.classification.evaluate` returns; `curves` holds what
 only the figures need: {"roc": {name: {"fpr", "tpr"}}, "reliability": bins of
 `task_metrics.reliability`}. Figures: ROC curves, the reliability diagram and, for
 attribution, the confusion matrix (docs/tasks.md#metrics).

@@ -70,7 +70,7 @@ def zoo(out: str, overrides: str):
 
 def train(spec: str):
   import jax  # pylint: disable=g-import-not-at-top
-  import tiny_run  # pylint: disable=g-import-not-at-top
+  from support import tiny_run  # pylint: disable=g-import-not-at-top
   from revgm_jax import input_pipeline, train_lib  # pylint: disable=g-import-not-at-top
   spec = json.loads(spec)
   config = tiny_run.config(spec["root"], spec["labels"], **spec["overrides"])
