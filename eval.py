@@ -15,8 +15,9 @@ goes to WORKDIR/report unless --out_dir is given (one workdir only). The console
 report's table; log lines go to WORKDIR/eval.INFO of the first workdir (warnings also to
 stderr; --alsologtostderr brings everything back to the terminal).
 
-Exit status: 0 done; 1 bad flags; 2 a checkpoint that does not restore (each failed step named;
-the newest intact step of the manager is used when there is one) or a --config of another run.
+Exit status: 0 done; 1 bad flags or a config value that cannot work (one line); 2 a checkpoint
+that does not restore (each failed step named; the newest intact step of the manager is used when
+there is one) or a --config of another run.
 """
 
 import json
@@ -27,7 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from absl import app, flags, logging  # noqa: E402
 
-from revgm_jax import cli_flags  # noqa: E402
+from revgm_jax import config_utils  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _CONFIG = cli_flags.define_config_file(
     "config", None, "Config file (default: each workdir's config.json).", lock_config=True)
@@ -58,7 +60,8 @@ def main(argv):
   # Imported after the flags are checked: a bad flag answers at once (start-up time).
   from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top
   prepare.keep_tf_off_accelerators()
-  from revgm_jax import checkpointing, distributed, tasks  # pylint: disable=g-import-not-at-top
+  from revgm_jax import checkpointing, tasks  # pylint: disable=g-import-not-at-top
+  from revgm_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   from revgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from revgm_jax.evaluation import parsing, run  # pylint: disable=g-import-not-at-top
 
@@ -87,6 +90,9 @@ def main(argv):
       try:
         results = run.evaluate_checkpoint(config, _CHECKPOINT.value or workdir,
                                           split=_SPLIT.value, out_dir=_OUT_DIR.value)
+      except config_utils.ConfigError as e:
+        sys.stderr.write(f"eval.py: {e}\n")
+        sys.exit(1)
       except (FileNotFoundError, workdir_lib.WorkdirError, checkpointing.CheckpointError) as e:
         sys.stderr.write(f"eval.py: {e}\n")
         sys.exit(2)

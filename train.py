@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from absl import app, flags, logging  # noqa: E402
 
-from revgm_jax import cli_flags  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 
@@ -43,7 +43,7 @@ EXIT_WRITE = 4  # a file of the workdir cannot be written
 def _fail(status: int, error: Exception, alone: bool = False):
   """One line and the exit status. `alone`: only this process may have failed; in a
   multi-process job it exits at once instead of waiting for the others in JAX's shutdown
-  barrier (revgm_jax/distributed.py)."""
+  barrier (revgm_jax/runtime/distributed.py)."""
   sys.stderr.write(f"train.py: {error}\n")
   if alone:
     sys.stdout.flush()
@@ -87,7 +87,8 @@ def main(argv):
   from revgm_jax.data import prepare
   prepare.keep_tf_off_accelerators()
   import jax
-  from revgm_jax import checkpointing, config_utils, stop_signal, tasks, train_lib
+  from revgm_jax import checkpointing, config_utils, tasks, train_lib
+  from revgm_jax.runtime import stop_signal
   from revgm_jax.evaluation import run as evaluation
 
   try:

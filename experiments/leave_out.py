@@ -25,7 +25,8 @@ if _REPO not in sys.path:  # `python experiments/leave_out.py` puts only experim
   sys.path.insert(0, _REPO)
 
 from experiments import runs  # noqa: E402
-from revgm_jax import cli_flags, config_utils  # noqa: E402
+from revgm_jax import config_utils  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _CONFIG = runs.define_config_flag("Config of every set's run.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "./leave_out", "One workdir per set here.")

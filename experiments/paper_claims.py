@@ -30,7 +30,7 @@ if _REPO not in sys.path:  # `python experiments/paper_claims.py` puts only expe
   sys.path.insert(0, _REPO)
 
 from experiments import claims, runs  # noqa: E402
-from revgm_jax import cli_flags  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _CONFIG = runs.define_config_flag("Base config of every row.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "./paper_claims", "One workdir per row and seed here.")

@@ -22,7 +22,8 @@ if _REPO not in sys.path:  # `python experiments/scaling.py` puts only experimen
   sys.path.insert(0, _REPO)
 
 from experiments import runs  # noqa: E402
-from revgm_jax import cli_flags, config_utils  # noqa: E402
+from revgm_jax import config_utils  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _CONFIG = runs.define_config_flag("Config of every run (its zoo, test set and model).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "./scaling", "One workdir per N here.")

@@ -23,7 +23,8 @@ from absl import logging
 from flax import serialization
 from jax.experimental import multihost_utils
 
-from revgm_jax import distributed, workdir as workdir_lib
+from revgm_jax import workdir as workdir_lib
+from revgm_jax.runtime import distributed
 
 
 class CheckpointError(ValueError):

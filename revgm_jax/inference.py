@@ -85,7 +85,8 @@ def load(path: str, config: ml_collections.ConfigDict | None = None,
   variables, progress = checkpointing.restore_variables(
       workdir, abstract_variables(model, config.image_size, mesh), which, step)
   return Loaded(workdir=workdir, which=which, step=int(progress["step"]), config=config, gt=gt,
-                split=info["split"], task=tasks.get(config, gt.space), model=model, variables=variables, mesh=mesh,
+                split=info["split"], task=tasks.get(config, gt.space), model=model,
+                variables=variables, mesh=mesh,
                 skipped=tuple(progress.get("skipped", ())))
 
 

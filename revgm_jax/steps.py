@@ -29,7 +29,8 @@ from flax import struct
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from revgm_jax import compile_options, sharding
+from revgm_jax import sharding
+from revgm_jax.runtime import compile_options
 from revgm_jax.losses import constraints
 
 AXIS = sharding.AXIS

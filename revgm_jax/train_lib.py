@@ -19,10 +19,12 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from tqdm import tqdm
 
-from revgm_jax import checkpointing, config_check, distributed, input_pipeline, sharding, steps
-from revgm_jax import stop_signal, tasks
+from revgm_jax import checkpointing, config_check, input_pipeline, sharding, steps
+from revgm_jax.runtime import distributed
+from revgm_jax import tasks
+from revgm_jax.runtime import stop_signal
 from revgm_jax import workdir as workdir_lib
-from revgm_jax import workdir_lock
+from revgm_jax.runtime import workdir_lock
 from revgm_jax.data import prepare, splits
 from revgm_jax.evaluation import evaluator, run as evaluation
 

@@ -27,6 +27,18 @@ def published_red116_path() -> pathlib.Path:
   return pathlib.Path(os.environ.get(RED116_ENV) or REPO.parent / "shared" / "red116")
 
 
+# Fixtures that train a run or build a zoo: every test using one is end to end (`e2e`), as is
+# every test that starts a subprocess (marked where it is defined). `pytest -m "not e2e"` is the
+# fast loop.
+E2E_FIXTURES = {"tiny", "trained", "evaluated", "interrupted", "parity", "runs", "tiny_zoo"}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def published_red116() -> pathlib.Path:
   """The published RED116 tables, for tests of their values; a skip where they are absent."""

@@ -14,7 +14,8 @@ import pytest
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from revgm_jax import checkpointing, distributed, labels, sharding
+from revgm_jax import checkpointing, labels, sharding
+from revgm_jax.runtime import distributed
 from revgm_jax.data import splits
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.sharding import make_mesh

@@ -15,7 +15,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from support import gm_folders, pipeline
-from revgm_jax import cli_flags, config_check, config_utils, labels, input_pipeline
+from revgm_jax import config_check, config_utils, labels, input_pipeline
+from revgm_jax.cli import cli_flags
 from revgm_jax.data import builder, prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -285,6 +286,7 @@ def test_bad_config_flags_name_the_flag(flag, message, explicit, capsys):
   assert capsys.readouterr().err.startswith("FATAL Flags parsing error: " + message)
 
 
+@pytest.mark.e2e
 def test_bad_config_flag_ends_the_program_with_one_line(tmp_path):
   script = tmp_path / "prog.py"
   script.write_text(

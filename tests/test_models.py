@@ -33,7 +33,7 @@ def images(b, h, seed=0):
 
 
 @pytest.mark.parametrize("size", [32, 64, 128])
-def test_output_shapes_and_flatten_size(size):
+def test_output_shapes_and_encoder_output_size(size):
   space = labels.get_space("red116")
   model = model_lib.create_model(tiny_config(), space)
   x = images(2, size)
@@ -47,7 +47,7 @@ def test_output_shapes_and_flatten_size(size):
   assert fc.shape == (encoder_output_size(size, 5) ** 2 * 8, 8)
 
 
-def test_flatten_size_of_the_paper_encoder_at_64():
+def test_encoder_output_of_the_paper_encoder_at_64():
   assert [encoder_output_size(64, k) for k in range(6)] == [64, 33, 17, 9, 5, 3]
   assert encoder_output_size(64, 5) ** 2 * 512 == 4608
   parser = Parser(space=labels.get_space("red116"))

@@ -1,4 +1,4 @@
-"""Multi-process JAX jobs on this machine (revgm_jax.launch_local, 2 processes x 2 CPU devices).
+"""Multi-process JAX jobs on this machine (revgm_jax.runtime.launch_local, 2 processes x 2 CPU devices).
 
 The tests that start jobs are marked `multihost` (`pytest -m multihost`) and are part of the
 default suite. Every job has a timeout: a hung job fails its test instead of the suite.
@@ -19,8 +19,11 @@ import pytest
 
 from support import gm_folders
 from support import tiny_run
-from revgm_jax import config_utils, distributed, sharding, stop_signal, workdir_lock
+from revgm_jax import config_utils, sharding
+from revgm_jax.runtime import distributed, stop_signal, workdir_lock
 from revgm_jax.zoo import build, presets
+
+pytestmark = pytest.mark.e2e  # every test trains or starts processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = os.path.join(REPO, "tests", "support", "multihost_job.py")
@@ -31,7 +34,7 @@ _TIMING = {"seconds", "gm_seconds", "last_run_wall_seconds"}
 
 def launch_cmd(*command: str, processes: int = 2, devices: int = 2, grace_s: float = 10.0):
   """`command` (a .py script and its arguments) as a job of `processes` x `devices`."""
-  return [sys.executable, "-m", "revgm_jax.launch_local", f"--processes={processes}",
+  return [sys.executable, "-m", "revgm_jax.runtime.launch_local", f"--processes={processes}",
           f"--devices_per_process={devices}", f"--grace_s={grace_s}", "--", *command]
 
 

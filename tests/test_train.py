@@ -23,6 +23,8 @@ from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import report
 from revgm_jax.models import model as model_lib
 
+pytestmark = pytest.mark.e2e  # every test trains or starts processes
+
 SIZE, BATCH = 16, 8
 
 

@@ -40,7 +40,8 @@ from PIL import Image
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from revgm_jax import config_utils, file_lock, labels
+from revgm_jax import config_utils, labels
+from revgm_jax.runtime import file_lock
 from revgm_jax.data import DataError, images
 
 NAME = "revgm_images"

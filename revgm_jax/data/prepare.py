@@ -18,12 +18,13 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 
-from revgm_jax import cli_flags, config_check, config_utils, distributed
+from revgm_jax import config_check, config_utils
+from revgm_jax.cli import cli_flags
+from revgm_jax.runtime import distributed
 from revgm_jax.data import builder
 from revgm_jax.zoo import build as zoo_build
 
 PROG = "python -m revgm_jax.data.prepare"
-DESCRIPTION = "Build (or find) the TFRecords of a config's data: the zoo or an image folder."
 
 
 def keep_tf_off_accelerators() -> None:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
       "config", None, "Config file, optionally with `:arg` (e.g. configs/default.py:tiny).",
       flag_values=fv, lock_config=True, sys_argv=[prog, *argv])
   rest = cli_flags.parse_command(fv, [prog, *argv], f"usage: {prog} --config FILE[:ARG]\n\n"
-                                 f"{DESCRIPTION}\n{__doc__}")
+                                 f"{__doc__}")
   if rest:
     cli_flags.fail(f"unexpected arguments: {' '.join(rest)}")
   if config.value is None:

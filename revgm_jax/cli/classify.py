@@ -29,7 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from absl import flags, logging  # noqa: E402
 import numpy as np  # noqa: E402
 
-from revgm_jax import cli_flags, inference, parse  # noqa: E402
+from revgm_jax import inference  # noqa: E402
+from revgm_jax.cli import cli_flags, parse  # noqa: E402
 from revgm_jax.data import splits  # noqa: E402
 from revgm_jax.evaluation import openset  # noqa: E402
 
