@@ -157,6 +157,7 @@ def run(args: types.SimpleNamespace) -> int:
       continue
     parsed += 1
     if args.report:
+      # Imported for --report only: matplotlib would slow every other parse's start.
       from revgm_jax.cli import parse_html  # pylint: disable=g-import-not-at-top
       path = (os.path.join(args.report, os.path.basename(folder) + ".html") if args.each
               else args.report)

@@ -18,10 +18,10 @@ import jax
 from jax.experimental import multihost_utils
 import ml_collections
 
-from revgm_jax import config_check, config_utils
+from revgm_jax import config_check
 from revgm_jax.cli import cli_flags
-from revgm_jax.runtime import distributed
 from revgm_jax.data import builder
+from revgm_jax.runtime import distributed
 from revgm_jax.zoo import build as zoo_build
 
 PROG = "python -m revgm_jax.data.prepare"
@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     config_check.check_config(config.value)
     distributed.initialize(config.value.distributed)
     data = prepare(config.value)
-  except (config_utils.ConfigError, ValueError) as e:
-    cli_flags.fail(str(e))
+  except ValueError as e:  # a ConfigError, a DataError (folders, labels), the zoo's refusals
+    sys.stderr.write(f"{prog}: {e}\n")
+    return 1
   print(f"{data.builder.data_dir}: {len(data.gm_info)} image folders of {data.image_dir}, "
         f"{sum(i['num_images'] for i in data.gm_info.values())} images", flush=True)
   return 0
