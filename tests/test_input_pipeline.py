@@ -17,6 +17,7 @@ import tensorflow_datasets as tfds
 from support import gm_folders, pipeline
 from revgm_jax import config_check, config_utils, labels, input_pipeline
 from revgm_jax.cli import cli_flags
+from revgm_jax.cli import main as cli
 from revgm_jax.data import builder, prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -249,6 +250,21 @@ def test_zoo_source_reads_the_zoo_layout(tmp_path, monkeypatch):
   assert ds.split["test"] == ["zoo_gm_3"] and ds.gt.space.name == "zoo"
   b = jax.device_get(next(ds.eval_iter("test")))
   np.testing.assert_array_equal(b["net"], np.repeat(gt.net[3:], 4, 0))
+
+
+def test_revgm_prepare_builds_the_records_once_and_names_a_bad_config(folder, red116_dir,
+                                                                       capsys):
+  root, _ = folder
+  argv = ["prepare", "--config", f"{CONFIG}:tiny", "--config.data.source=folder",
+          f"--config.data.image_dir={root / 'images'}", f"--config.data.labels_dir={red116_dir}",
+          f"--config.data.tfds_dir={root / 'tfds'}", "--config.data.space=red116",
+          "--config.data.shards_per_gm=2"]
+  assert cli.main(argv) == 0
+  assert f"6 image folders of {root / 'images'}, 36 images" in capsys.readouterr().out
+  assert cli.main(argv + ["--config.data.num_val_gms=0"]) == 1
+  assert capsys.readouterr().err == (
+      "revgm prepare: config.data.num_val_gms=0: model selection needs at least one validation "
+      "GM (held out from the training GMs)\n")
 
 
 # --- command-line config errors (absl + ml_collections, as the entry points parse them) -------
