@@ -107,7 +107,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   config_check.check_config(config, sharding.num_devices(mesh), jax.process_count())
   ckpt = checkpointing.Checkpoints(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
   prepared = prepare.prepare(config)
-  data = input_pipeline.get_datasets(config, prepared, splits.draw(config, prepared), mesh)
+  split = splits.draw(config, prepared)
+  data = input_pipeline.get_datasets(config, prepared, split, mesh)
   space = data.gt.space
   task = tasks.get(config, space, data.class_weights)
   model = tasks.create_model(config, space, data.split, axis_name=sharding.AXIS, gt=data.gt)
