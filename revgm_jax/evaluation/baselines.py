@@ -4,7 +4,9 @@
   discrete head and loss flag (argmax = majority class). Counted over GMs, one vote each, so it
   matches the GM-level table of docs/protocol.md#trivial-baselines.
 - retrieval: the label vector of the training GM whose mean fingerprint has the highest cosine
-  similarity with the test image's (or image group's) fingerprint.
+  similarity with the test image's (or image group's) fingerprint;
+- feature retrieval: the same with the fixed image features of `revgm_jax.features` (the
+  nearest training GM in standardised feature space).
 The third baseline, random ground truth, is a trained model (`config.data.shuffle_labels`); its
 metrics come from its own workdir (`run.py`).
 """
@@ -50,3 +52,26 @@ def retrieval_predictions(gt: GroundTruth, bank_rows: np.ndarray, bank: np.ndarr
   if len(bank) == 0:
     raise ValueError("retrieval baseline: no training GM fingerprint to retrieve from")
   return label_predictions(gt, np.asarray(bank_rows)[cosine_nearest(queries, bank)])
+
+
+def feature_retrieval_predictions(gt: GroundTruth, bank_rows: np.ndarray, bank: np.ndarray,
+                                  queries: np.ndarray, metric: str = "euclidean",
+                                  mean: np.ndarray | None = None,
+                                  scale: np.ndarray | None = None) -> dict:
+  """Nearest training GM in feature space: the labels of the bank GM closest to each query.
+
+  bank: [T, D] mean features of GT rows `bank_rows`; queries: [N, D]. Features are first
+  standardised with (mean, scale) (default: the bank's own); metric "euclidean" or "cosine"
+  (Euclidean scored higher on the validation GMs of the default zoo's 4 leave-out sets:
+  experiments/spectral_parser.py).
+  """
+  bank = np.asarray(bank, np.float64)
+  mean = bank.mean(0) if mean is None else mean
+  scale = np.where(bank.std(0) > 1e-8, bank.std(0), 1.0) if scale is None else scale
+  b, q = (bank - mean) / scale, (np.asarray(queries, np.float64) - mean) / scale
+  if metric == "cosine":
+    return retrieval_predictions(gt, bank_rows, b, q)
+  if metric != "euclidean":
+    raise ValueError(f"feature_retrieval_predictions: metric {metric!r}; use euclidean or cosine")
+  d2 = (q ** 2).sum(1)[:, None] - 2 * q @ b.T + (b ** 2).sum(1)[None]  # [N, T]
+  return label_predictions(gt, np.asarray(bank_rows)[d2.argmin(1)])

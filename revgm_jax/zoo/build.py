@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from revgm_jax import config_utils, labels
 from revgm_jax.runtime import file_lock
+from revgm_jax.zoo import autoencoders as A
 from revgm_jax.zoo import plan as P
 from revgm_jax.zoo import real
 from revgm_jax.zoo.generators import Generator, init_variables, variable_shapes
@@ -53,8 +54,12 @@ _CALIB_LATENTS = 128  # latents a random-init GM is calibrated on
 
 
 def config_dict(cfg: ml_collections.ConfigDict) -> dict:
-  """The config as plain JSON data (tuples become lists)."""
-  return json.loads(json.dumps(cfg.to_dict()))
+  """The config as plain JSON data (tuples become lists). Without cheap GMs
+  (num_i2i_gms = 0) their fields are left out: the older presets keep their hash and files."""
+  d = json.loads(json.dumps(cfg.to_dict()))
+  if not d.get("num_i2i_gms"):
+    d = {k: v for k, v in d.items() if k != "num_i2i_gms" and not k.startswith("i2i_")}
+  return d
 
 
 def config_hash(cfg: ml_collections.ConfigDict) -> str:
@@ -80,8 +85,22 @@ def validate(cfg: ml_collections.ConfigDict):
   for field in ("images_per_gm", "batch_size", "train_pool"):
     if cfg[field] < 1:
       bad(field, "must be >= 1")
-  if cfg.num_random_gms + cfg.num_trained_gms < 1:
-    raise ValueError("zoo config: num_random_gms + num_trained_gms must be >= 1")
+  num_i2i = cfg.get("num_i2i_gms", 0)  # absent from configs written before the family
+  if cfg.num_random_gms + cfg.num_trained_gms + num_i2i < 1:
+    raise ValueError("zoo config: num_random_gms + num_trained_gms + num_i2i_gms must be >= 1")
+  if num_i2i:
+    if num_i2i < 0:
+      bad("num_i2i_gms", "must be >= 0")
+    for field in ("i2i_per_arch", "i2i_pool"):
+      if cfg[field] < 1:
+        bad(field, "must be >= 1")
+    if num_i2i % cfg.i2i_per_arch:
+      bad("num_i2i_gms", f"must be a multiple of i2i_per_arch={cfg.i2i_per_arch}")
+    if not cfg.i2i_encoders or not set(cfg.i2i_encoders) <= set(A.ENCODERS):
+      bad("i2i_encoders", f"must be a non-empty tuple of {A.ENCODERS}")
+    for field in ("i2i_widths", "i2i_convs_per_block", "i2i_code_channels", "i2i_output_stds"):
+      if not cfg[field] or min(cfg[field]) <= 0:
+        bad(field, "must be a non-empty tuple of positive numbers")
   if not 0.0 <= cfg.test_fraction <= 1.0:
     bad("test_fraction", "must be in [0, 1]")
   if cfg.cohort_size < 4:
@@ -165,16 +184,25 @@ def training_pool(cfg) -> tuple[np.ndarray, np.ndarray]:
   return crops.astype(np.float32) / 127.5 - 1.0, ids
 
 
-def build_gm(cfg, gm: P.GMPlan, pool: tuple[np.ndarray, np.ndarray] | None
-             ) -> tuple[np.ndarray, dict]:
-  """Makes one GM (calibrated random init, then training if it has losses) and samples its
-  images: (uint8 [N, S, S, 3], build record)."""
+def i2i_pool(cfg) -> np.ndarray:
+  """uint8 real crops [N, S, S, 3] the cheap image-to-image GMs take their inputs from."""
+  return real.random_crops(cfg.i2i_pool, cfg.image_size, _seed(cfg, 3))[0]
+
+
+def build_gm(cfg, gm: P.GMPlan, pool: tuple[np.ndarray, np.ndarray] | None,
+             crops: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+  """Makes one GM (calibrated random init, then training if it has losses; a cheap
+  image-to-image GM runs on `crops`) and samples its images: (uint8 [N, S, S, 3], record)."""
   spec, n = gm.spec, cfg.images_per_gm
   rng = np.random.default_rng(gm.seed)
+  record = {"name": gm.name, "family": gm.family, "losses": list(gm.losses)}
+  if gm.family == A.FAMILY:
+    variables = A.init(spec, gm.encoder, rng, gm.init_gain)
+    x_calib, x = A.gm_inputs(crops, rng, n, A.NUM_CALIB)
+    return A.images(spec, gm.encoder, variables, x_calib, x, gm.output_std), record
   shapes = variable_shapes(Generator(spec), jnp.zeros((1, spec.latent_size)), train=False)
   variables = init_variables(shapes, rng, gm.init_gain)
   z_calib = rng.standard_normal((_CALIB_LATENTS, spec.latent_size)).astype(np.float32)
-  record = {"name": gm.name, "family": gm.family, "losses": list(gm.losses)}
   if not gm.trained:
     z = rng.standard_normal((n, spec.latent_size)).astype(np.float32)
     return sample_images(spec, variables, z, z_calib, True, gm.output_std), record
@@ -305,6 +333,11 @@ def _build_together(cfg: ml_collections.ConfigDict, out_dir: str):
     _finish(cfg, out_dir, plan, start)
 
 
+def _architecture(gm: P.GMPlan) -> tuple:
+  """What one compile serves: the spec (and a cheap GM's encoder)."""
+  return gm.spec, gm.encoder if gm.family == A.FAMILY else ""
+
+
 def _make(cfg: ml_collections.ConfigDict, out_dir: str, gms: list[P.GMPlan], share: int):
   """Makes those of `gms` (of share `share`) that are not on disk yet."""
   with _lock(out_dir, str(share)):
@@ -314,16 +347,17 @@ def _make(cfg: ml_collections.ConfigDict, out_dir: str, gms: list[P.GMPlan], sha
     for sub in (GMS_DIR, META_DIR):
       os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     pool = training_pool(cfg) if any(gm.trained for gm in todo) else None
+    crops = i2i_pool(cfg) if any(gm.family == A.FAMILY for gm in todo) else None
     bar = tqdm(todo, desc=f"zoo {cfg.preset}", unit="GM", initial=len(gms) - len(todo),
                total=len(gms), file=sys.stdout)
     for i, gm in enumerate(bar):
       bar.set_postfix_str(gm.name)
-      if i and gm.spec != todo[i - 1].spec:
+      if i and _architecture(gm) != _architecture(todo[i - 1]):
         # Each compiled program keeps its code mapped: hundreds of GMs exhaust the process's
         # memory maps (LLVM "Cannot allocate memory"). A cohort shares its sampling compile.
         jax.clear_caches()
       t = time.time()
-      images, record = build_gm(cfg, gm, pool)
+      images, record = build_gm(cfg, gm, pool, crops)
       record["seconds"] = round(time.time() - t, 2)
       _write_json(os.path.join(out_dir, META_DIR, gm.name + ".json"), record)
       _write_folder(os.path.join(out_dir, GMS_DIR, gm.name), images)

@@ -260,6 +260,11 @@ class Generator(nn.Module):
     return _LAST[s.last_nonlin](h)
 
 
+def last_layer(x: jax.Array, last_nonlin: str) -> jax.Array:
+  """The last-layer non-linearity `last_nonlin` (LAST_NONLINS) applied to x."""
+  return _LAST[last_nonlin](x)
+
+
 def to_unit(x: jax.Array, last_nonlin: str) -> jax.Array:
   """Generator output -> [0, 1] image, as the GM's code would save it.
 
@@ -321,11 +326,20 @@ _POOL_TYPES = ()  # the family has no pooling layer; listed so the count is read
 
 @functools.lru_cache(maxsize=None)
 def architecture_counts(spec: GeneratorSpec) -> dict[str, int | float]:
-  """Raw continuous label values of `spec`, read off the built model.
+  """Raw continuous label values of `spec`, read off the built model (`count_layers`).
 
-  Traces `Generator(spec).init` under `jax.eval_shape` while recording every module call
-  (`nn.intercept_methods`), then counts layers by module type and parameters / filters from the
-  parameter shapes. Cached per spec: do not modify the returned dict.
+  Cached per spec: do not modify the returned dict.
+  """
+  return count_layers(Generator(spec), jnp.zeros((1, spec.latent_size)))
+
+
+def count_layers(model: nn.Module, example: jax.Array, pool_types: tuple = _POOL_TYPES
+                 ) -> dict[str, int | float]:
+  """The 9 continuous label values of `model` (a module built of this file's layers).
+
+  Traces `model.init` under `jax.eval_shape` while recording every module call
+  (`nn.intercept_methods`), then counts layers by module type (`pool_types` are the model's
+  pooling layers) and parameters / filters from the parameter shapes; blocks are the `UpBlock`s.
   """
   calls = []  # (module type, scope path)
 
@@ -334,12 +348,11 @@ def architecture_counts(spec: GeneratorSpec) -> dict[str, int | float]:
       calls.append((type(context.module), context.module.scope.path))
     return next_fun(*args, **kwargs)
 
-  model = Generator(spec)
   with nn.intercept_methods(record):
-    shapes = variable_shapes(model, jnp.zeros((1, spec.latent_size)), train=False)
+    shapes = variable_shapes(model, example, train=False)
 
   def is_layer(t):
-    return issubclass(t, _CONV_TYPES + (nn.Dense,) + _NORM_TYPES + _POOL_TYPES + _RESAMPLE_TYPES)
+    return issubclass(t, _CONV_TYPES + (nn.Dense,) + _NORM_TYPES + pool_types + _RESAMPLE_TYPES)
 
   def count(types):
     return sum(issubclass(t, types) for t, _ in calls) if types else 0
@@ -351,13 +364,13 @@ def architecture_counts(spec: GeneratorSpec) -> dict[str, int | float]:
              if path[-1].key == "kernel"]
   conv_kernels = [k for k in kernels if len(k) == 4]
   if len(conv_kernels) != count(_CONV_TYPES):
-    raise AssertionError(f"{spec}: {len(conv_kernels)} conv kernels for {count(_CONV_TYPES)} "
-                         "conv layers")
+    raise AssertionError(f"{model}: {len(conv_kernels)} conv kernels for "
+                         f"{count(_CONV_TYPES)} conv layers")
   return {
       "num_layers": sum(is_layer(t) for t, _ in calls),
       "num_conv_layers": count(_CONV_TYPES),
       "num_fc_layers": count(nn.Dense),
-      "num_pool_layers": count(_POOL_TYPES),
+      "num_pool_layers": count(pool_types),
       "num_norm_layers": count(_NORM_TYPES),
       "num_filters": sum(k[-1] for k in conv_kernels),
       "num_blocks": len(blocks),

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from revgm_jax import labels
+from revgm_jax.zoo import autoencoders as A
 from revgm_jax.zoo import generators as G
 from revgm_jax.zoo import losses as L
 from revgm_jax.zoo.nets import TRUNKS
@@ -25,16 +26,16 @@ RANDOM_FAMILY = "random_init"
 class GMPlan:
   """One GM of the zoo: its native hyperparameters and where it sits in the leave-out sets."""
   name: str
-  family: str  # random_init | gan | vae | autoencoder | mmd | classifier
+  family: str  # random_init | gan | vae | autoencoder | mmd | classifier | random_i2i
   seed: int
   spec: G.GeneratorSpec
   losses: tuple[str, ...]  # () for a random-init GM, else in labels.ZOO.loss_names order
   critic: str
-  encoder: str
+  encoder: str  # trained: its encoder trunk; random_i2i: its image encoder (A.ENCODERS)
   test_set: int  # 1..4, 0 = always training
   init_gain: float  # He-normal gain of the initial kernels (not a label: a code convention)
   output_std: float  # pre-activation output std the initial generator is calibrated to
-  cohort: int = -1  # trained GMs: its cohort (GMs of one architecture); -1: none
+  cohort: int = -1  # trained and random_i2i GMs: its cohort (one architecture); -1: none
 
   @property
   def trained(self) -> bool:
@@ -147,7 +148,39 @@ def make_plan(cfg) -> list[GMPlan]:
   n = len(gms)
   gains, stds = _balanced(rng_sets, cfg.init_gains, n), _balanced(rng_sets, cfg.output_stds, n)
   return [GMPlan(seed=int(seeds[i]), init_gain=float(gains[i]), output_std=float(stds[i]), **g)
-          for i, g in enumerate(gms)]
+          for i, g in enumerate(gms)] + _i2i_plan(cfg, root.spawn(1)[0], num_cohorts)
+
+
+def _i2i_plan(cfg, seq: np.random.SeedSequence, first_cohort: int) -> list[GMPlan]:
+  """The cheap image-to-image GMs (revgm_jax/zoo/autoencoders.py): cfg.num_i2i_gms in cohorts
+  of cfg.i2i_per_arch GMs that share one architecture (decoder spec, encoder, code size; also
+  the skip scale and norm epsilon, which the compile bakes in) and differ in seed, init gain and
+  output std. A cohort is held out whole, so no test architecture is trained on. Own random
+  streams (a fifth child of the zoo seed): the other GMs of a zoo do not change with it."""
+  n = cfg.get("num_i2i_gms", 0)
+  if not n:
+    return []
+  rng = np.random.default_rng(seq)
+  k = n // cfg.i2i_per_arch
+  specs = _specs(cfg, k, rng, cfg.i2i_widths, cfg.i2i_convs_per_block, cfg.i2i_max_channels)
+  encoders = _balanced(rng, tuple(cfg.i2i_encoders), k)
+  codes = _balanced(rng, tuple(cfg.i2i_code_channels), k)
+  specs = [A.code_spec(s, e, c) for s, e, c in zip(specs, encoders, codes)]
+  sets = _test_sets(k, cfg.test_fraction, rng)
+  seeds = rng.integers(2**32, size=n)
+  gains, stds = _balanced(rng, cfg.init_gains, n), _balanced(rng, cfg.i2i_output_stds, n)
+  return [GMPlan(name=f"{A.NAME_PREFIX}{i:04d}", family=A.FAMILY, seed=int(seeds[i]),
+                 spec=specs[i // cfg.i2i_per_arch], losses=(), critic="",
+                 encoder=encoders[i // cfg.i2i_per_arch], test_set=sets[i // cfg.i2i_per_arch],
+                 init_gain=float(gains[i]), output_std=float(stds[i]),
+                 cohort=first_cohort + i // cfg.i2i_per_arch) for i in range(n)]
+
+
+def architecture_counts(gm: GMPlan) -> dict[str, int | float]:
+  """Raw continuous labels of a GM, read off its built model."""
+  if gm.family == A.FAMILY:
+    return A.architecture_counts(gm.spec, gm.encoder)
+  return G.architecture_counts(gm.spec)
 
 
 def _needs_critic(losses) -> bool:
@@ -169,7 +202,7 @@ def ground_truth(plan: list[GMPlan]) -> tuple[labels.GroundTruth, dict[str, list
 
   Continuous columns are min-max normalised over the zoo (raw ranges kept in cont_min/max).
   """
-  raw = np.array([[G.architecture_counts(gm.spec)[c] for c in labels.NET_COLUMNS[:9]]
+  raw = np.array([[architecture_counts(gm)[c] for c in labels.NET_COLUMNS[:9]]
                   for gm in plan], np.float64)  # [N, 9]
   lo, hi = raw.min(0), raw.max(0)
   disc = np.array([G.discrete_labels(gm.spec) for gm in plan], np.float64)  # [N, 6]

@@ -2,6 +2,8 @@
 
 tiny: tests (under 60 s on the CI machine). default: the embedded data of `python train.py`.
 large: the generalisation study (hundreds of GMs, leave-out sets of about 50 GMs each).
+cheap2k: the default's random-init and trained GMs beside 2,000 cheap image-to-image GMs
+(revgm_jax/zoo/autoencoders.py) in 250 cohorts of 8 (about 40 min on a 2-core CPU, README).
 full: at least 116 trained GMs x 1000 images, as in the paper (long CPU run or a GPU; several
 hosts split the GMs by process index).
 Every field can be overridden (`python -m revgm_jax.zoo build --preset default
@@ -11,7 +13,7 @@ cache is keyed by all of them.
 
 import ml_collections
 
-PRESETS = ("tiny", "default", "large", "full")
+PRESETS = ("tiny", "default", "large", "full", "cheap2k")
 
 # What tiny and full change in the default preset.
 _CHANGES = {
@@ -31,6 +33,8 @@ _CHANGES = {
                  real_images=5000, batch_size=32, widths=(16, 32, 64), max_channels=256,
                  trained_widths=(16, 32, 64), trained_convs_per_block=(1, 2, 3),
                  trained_max_channels=256, cohort_size=4),
+    # Thousands of cheap GMs: deep parsers memorise GM identity when GMs are few.
+    "cheap2k": dict(num_i2i_gms=2000, images_per_gm=60),
 }
 
 
@@ -71,5 +75,17 @@ def get_preset(name: str) -> ml_collections.ConfigDict:
   c.output_stds = (0.35, 0.5, 0.7)
   c.skip_scales = (1.0, 0.5**0.5)
   c.norm_eps = (1e-5, 1e-3)
+  # Cheap GMs (family random_i2i, revgm_jax/zoo/autoencoders.py): random-weight encoder-decoders
+  # run on real crops; the decoder carries the labelled choices. Off (0) in all but cheap2k;
+  # while off, these fields are left out of the config hash (the older presets keep theirs).
+  c.num_i2i_gms = 0  # a multiple of i2i_per_arch
+  c.i2i_per_arch = 8  # GMs per architecture (other seeds and conventions): one cohort
+  c.i2i_widths = (8, 16, 32)
+  c.i2i_convs_per_block = (1, 2, 3)
+  c.i2i_max_channels = 64
+  c.i2i_code_channels = (8, 16, 32)  # channels Ce of a strided encoder's code (not a label)
+  c.i2i_encoders = ("strided", "avgpool")  # encoder kinds (not a label)
+  c.i2i_output_stds = (0.15, 0.25, 0.35)  # std of the decoder output added to the crop
+  c.i2i_pool = 4096  # real crops the cheap GMs' inputs are drawn from
   c.update(_CHANGES[name])
   return c
