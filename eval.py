@@ -1,6 +1,6 @@
 r"""Evaluates trained workdirs and writes their reports (the work is in
-revgm_jax/evaluation/run.py; detection and attribution runs, config.task, are evaluated by their
-task: revgm_jax/tasks/evaluate.py, docs/tasks.md#metrics).
+revgm_jax/evaluation/run.py, dispatched on config.task: parsing.py, and classification.py for
+detection and attribution, docs/tasks.md#metrics).
 
   python eval.py --workdir ./workdir                  # -> ./workdir/report/
   python eval.py --workdir W --checkpoint W/latest/1500 --split val --out_dir /tmp/r
@@ -15,8 +15,9 @@ goes to WORKDIR/report unless --out_dir is given (one workdir only). The console
 report's table; log lines go to WORKDIR/eval.INFO of the first workdir (warnings also to
 stderr; --alsologtostderr brings everything back to the terminal).
 
-Exit status: 0 done; 1 bad flags; 2 a checkpoint that does not restore (each failed step named;
-the newest intact step of the manager is used when there is one) or a --config of another run.
+Exit status: 0 done; 1 bad flags or a config value that cannot work (one line); 2 a checkpoint
+that does not restore (each failed step named; the newest intact step of the manager is used when
+there is one) or a --config of another run.
 """
 
 import json
@@ -27,7 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from absl import app, flags, logging  # noqa: E402
 
-from revgm_jax import cli_flags  # noqa: E402
+from revgm_jax import config_utils  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _CONFIG = cli_flags.define_config_file(
     "config", None, "Config file (default: each workdir's config.json).", lock_config=True)
@@ -55,11 +57,13 @@ def main(argv):
     raise app.UsageError("several --workdir need --summary_dir for the combined table")
   if len(workdirs) > 1 and (_OUT_DIR.value or _CHECKPOINT.value):
     raise app.UsageError("--out_dir and --checkpoint apply to a single --workdir")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # TF only reads data here (docs/jax_notes.md#tensorflow-off-the-gpu)
-  from revgm_jax import checkpointing, distributed  # pylint: disable=g-import-not-at-top
+  # Imported after the flags are checked: a bad flag answers at once (start-up time).
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  prepare.keep_tf_off_accelerators()
+  from revgm_jax import checkpointing, tasks  # pylint: disable=g-import-not-at-top
+  from revgm_jax.runtime import distributed  # pylint: disable=g-import-not-at-top
   from revgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from revgm_jax.evaluation import report, run  # pylint: disable=g-import-not-at-top
+  from revgm_jax.evaluation import parsing, run  # pylint: disable=g-import-not-at-top
 
   # A multi-process evaluation joins its job from --config's distributed fields or from the
   # environment launch_local sets (not from a workdir's config: its job has ended).
@@ -86,18 +90,19 @@ def main(argv):
       try:
         results = run.evaluate_checkpoint(config, _CHECKPOINT.value or workdir,
                                           split=_SPLIT.value, out_dir=_OUT_DIR.value)
+      except config_utils.ConfigError as e:
+        sys.stderr.write(f"eval.py: {e}\n")
+        sys.exit(1)
       except (FileNotFoundError, workdir_lib.WorkdirError, checkpointing.CheckpointError) as e:
         sys.stderr.write(f"eval.py: {e}\n")
         sys.exit(2)
       out = _OUT_DIR.value or workdir_lib.report_dir(workdir)
-      print("\n".join([f"{workdir}: {results['name']}, report in {out}", "",
-                       *report.headline_table(results["methods"]), ""]), flush=True)
-      if results.get("calibration"):
-        print("\n".join([*report.calibration_table(results["calibration"]), ""]), flush=True)
+      print(f"{workdir}: {results['name']}, report in {out}\n\n"
+            f"{run.report_table(tasks.name(config), results)}\n", flush=True)
     name = results["name"]
     per_set[name if name not in per_set else f"{name} ({os.path.basename(workdir)})"] = results
   if len(workdirs) > 1:
-    run.write_summary(_SUMMARY_DIR.value, per_set)
+    parsing.write_summary(_SUMMARY_DIR.value, per_set)
     print(f"summary of {len(per_set)} sets in {_SUMMARY_DIR.value}", flush=True)
   logging.info("done")
 

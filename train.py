@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up 
 
 from absl import app, flags, logging  # noqa: E402
 
-from revgm_jax import cli_flags  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 
@@ -43,7 +43,7 @@ EXIT_WRITE = 4  # a file of the workdir cannot be written
 def _fail(status: int, error: Exception, alone: bool = False):
   """One line and the exit status. `alone`: only this process may have failed; in a
   multi-process job it exits at once instead of waiting for the others in JAX's shutdown
-  barrier (revgm_jax/distributed.py)."""
+  barrier (revgm_jax/runtime/distributed.py)."""
   sys.stderr.write(f"train.py: {error}\n")
   if alone:
     sys.stdout.flush()
@@ -84,12 +84,12 @@ def main(argv):
   _tracebacks_to_the_log_file_only(logging.get_absl_handler().python_handler)
   logging.info("workdir: %s", workdir)
   print(f"workdir: {workdir} (log: {os.path.join(workdir, 'train.INFO')})", flush=True)
-  # TensorFlow (the input pipeline) must not take accelerator memory from JAX
-  # (docs/jax_notes.md#tensorflow-off-the-gpu).
-  import tensorflow as tf
-  tf.config.set_visible_devices([], "GPU")
+  from revgm_jax.data import prepare
+  prepare.keep_tf_off_accelerators()
   import jax
-  from revgm_jax import checkpointing, config_utils, stop_signal, tasks, train_lib
+  from revgm_jax import checkpointing, config_utils, tasks, train_lib
+  from revgm_jax.runtime import stop_signal
+  from revgm_jax.evaluation import run as evaluation
 
   try:
     results = train_lib.train_and_evaluate(_CONFIG.value, workdir, overwrite=_OVERWRITE.value)
@@ -101,14 +101,14 @@ def main(argv):
     logging.info("write error", exc_info=True)  # the traceback, in WORKDIR/train.INFO only
     logging.flush()
     _fail(EXIT_WRITE, e, alone=jax.process_count() > 1)
-  if "preempted_at" in results:
+  if results["preempted_at"] is not None:
     if jax.process_index() == 0:
       print(f"stopped by {results['signal']}: saved step {results['preempted_at']} in "
             f"{workdir}; rerun the same command to continue", flush=True)
     sys.exit(stop_signal.EXIT_STOPPED)
   if jax.process_index() != 0:  # one console per job
     return
-  print(tasks.get(_CONFIG.value, None).results_table(results), flush=True)
+  print(evaluation.results_table(tasks.name(_CONFIG.value), results), flush=True)
   print(f"\nworkdir: {workdir} (results.json, report/, latest/, best/, TensorBoard events)",
         flush=True)
 

@@ -21,7 +21,8 @@ from absl import app, flags, logging
 import numpy as np
 from PIL import Image
 
-from revgm_jax import config_utils, labels, input_pipeline
+from revgm_jax import config_utils, labels, input_pipeline, sharding
+from revgm_jax.data import prepare, splits
 
 _CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
                        "default.py")
@@ -63,7 +64,9 @@ def write_folder(root: str, num_gms: int, images_per_gm: int, size: int):
 
 def measure(config) -> float:
   """Host-pipeline images/s for one process, after a warm-up."""
-  ds = input_pipeline.get_datasets(config)
+  prepared = prepare.prepare(config)
+  ds = input_pipeline.get_datasets(config, prepared, splits.draw(config, prepared),
+                                   sharding.make_mesh())
   it = ds.train_dataset(0, 1).as_numpy_iterator()
   for _ in range(5):
     next(it)

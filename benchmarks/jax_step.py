@@ -12,6 +12,7 @@ class JaxStep:
     import jax
     import numpy as np
     from revgm_jax import labels, sharding, steps
+    from revgm_jax import tasks
     from revgm_jax.models import model as model_lib
 
     self.jax = jax
@@ -20,8 +21,8 @@ class JaxStep:
     self.mesh = sharding.make_mesh(devices)
     model = model_lib.create_model(config, space, axis_name=sharding.AXIS)
     tx = steps.make_optimizer(config.optim)
-    step = steps.make_train_step(config, model, tx, space,
-                                 step_settings.synthetic_class_weights(space), self.mesh)
+    task = tasks.get(config, space, step_settings.synthetic_class_weights(space))
+    step = steps.make_train_step(task, model, tx, self.mesh)
     self.state = steps.create_train_state(jax.random.key(config.seed), model, tx,
                                           (s, s, 3), self.mesh)
     rng = np.random.default_rng(0)

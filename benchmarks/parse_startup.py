@@ -33,11 +33,12 @@ _EACH_GMS = flags.DEFINE_integer("each_gms", 0, "Test GMs parsed by one --each c
 
 
 def _test_gm_images(workdir: str, n: int, out: str, gm_index: int = 0) -> str:
-  from revgm_jax import input_pipeline, workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from revgm_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top
   config = workdir_lib.load_config(workdir)
   info, _ = workdir_lib.load_run_info(workdir)
   gm = info["split"]["test"][gm_index]
-  src = os.path.join(input_pipeline.image_folders(config.data)[0], gm)
+  src = os.path.join(prepare.image_folders(config.data)[0], gm)
   os.makedirs(out)
   for name in sorted(os.listdir(src))[:n]:
     shutil.copy(os.path.join(src, name), out)

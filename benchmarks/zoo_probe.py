@@ -33,7 +33,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from revgm_jax import cli_flags, labels
+from revgm_jax import labels
+from revgm_jax.cli import cli_flags
 from revgm_jax.zoo import build, presets
 
 _PRESET = flags.DEFINE_enum("preset", "default", presets.PRESETS, "Zoo preset (built or reused "

@@ -102,7 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 500  # validation-GM evaluation and checkpoint
   config.checkpoint_every_steps = 500
   config.keep_checkpoints = 3
-  # One job over several processes (revgm_jax/distributed.py): set the first three to launch
+  # One job over several processes (revgm_jax/runtime/distributed.py): set the first three to launch
   # without a scheduler, or only multihost=True to let JAX find them (Cloud TPU, SLURM, MPI, k8s).
   config.distributed = ml_collections.ConfigDict()
   config.distributed.coordinator_address = ""  # "host:port" of process 0, reachable by all
@@ -116,7 +116,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.k_images = (1, 2, 5, 10, 20)
   config.eval.max_images_per_gm = 0  # 0 = all test images
   config.eval.figures = True
-  # Added by the evaluation (revgm_jax/evaluation/run.py):
+  # Added by the evaluation (revgm_jax/evaluation/parsing.py):
   config.eval.which = "best"  # checkpoint the report evaluates: best (on val GMs) | latest
   config.eval.retrieval_images_per_gm = 100  # train images per GM in the retrieval bank; 0 = all
   config.eval.aggregate_fingerprints = True  # k-image curve also for the mean of k fingerprints

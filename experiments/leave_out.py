@@ -25,7 +25,8 @@ if _REPO not in sys.path:  # `python experiments/leave_out.py` puts only experim
   sys.path.insert(0, _REPO)
 
 from experiments import runs  # noqa: E402
-from revgm_jax import cli_flags, config_utils  # noqa: E402
+from revgm_jax import config_utils  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _CONFIG = runs.define_config_flag("Config of every set's run.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "./leave_out", "One workdir per set here.")
@@ -53,9 +54,9 @@ def main(argv):
     raise bad_rgt from None
   if not rgt_sets <= set(sets):
     raise bad_rgt
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
-  from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top (after the flags)
+  prepare.keep_tf_off_accelerators()
+  from revgm_jax.evaluation import parsing  # pylint: disable=g-import-not-at-top
 
   out_dir = os.path.abspath(_OUT_DIR.value)
   per_set = {}
@@ -71,7 +72,7 @@ def main(argv):
       per_set[f"test set {s}"] = results["report"]
   except runs.ConfigChanged as e:
     raise app.UsageError(str(e)) from None
-  run.write_summary(out_dir, per_set)
+  parsing.write_summary(out_dir, per_set)
   with open(os.path.join(out_dir, "summary.md")) as f:
     print(f.read(), flush=True)
   print(f"summary of {len(per_set)} sets in {out_dir} (summary.md, summary.json, "

@@ -30,7 +30,7 @@ if _REPO not in sys.path:  # `python experiments/paper_claims.py` puts only expe
   sys.path.insert(0, _REPO)
 
 from experiments import claims, runs  # noqa: E402
-from revgm_jax import cli_flags  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _CONFIG = runs.define_config_flag("Base config of every row.")
 _OUT_DIR = flags.DEFINE_string("out_dir", "./paper_claims", "One workdir per row and seed here.")
@@ -41,8 +41,8 @@ _SEEDS = flags.DEFINE_list("seeds", [], "Seeds (default: the config's); every ro
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top (after the flags)
+  prepare.keep_tf_off_accelerators()
 
   base = _CONFIG.value
   overrides = claims.row_overrides(base)

@@ -11,7 +11,8 @@ import os
 import ml_collections
 from absl import flags, logging
 
-from revgm_jax import cli_flags, workdir as workdir_lib
+from revgm_jax import workdir as workdir_lib
+from revgm_jax.cli import cli_flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,7 +22,8 @@ if _REPO not in sys.path:  # `python experiments/scaling.py` puts only experimen
   sys.path.insert(0, _REPO)
 
 from experiments import runs  # noqa: E402
-from revgm_jax import cli_flags, config_utils  # noqa: E402
+from revgm_jax import config_utils  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 
 _CONFIG = runs.define_config_flag("Config of every run (its zoo, test set and model).")
 _OUT_DIR = flags.DEFINE_string("out_dir", "./scaling", "One workdir per N here.")
@@ -71,8 +72,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected positional arguments: {argv[1:]}")
   counts = parse_counts(_NUM_GMS.value)
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")  # docs/jax_notes.md#tensorflow-off-the-gpu
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top (after the flags)
+  prepare.keep_tf_off_accelerators()
 
   out_dir = os.path.abspath(_OUT_DIR.value)
   rows = {}

@@ -30,7 +30,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:  # `python experiments/spectral_parser.py` puts only experiments/ there
   sys.path.insert(0, _REPO)
 
-from revgm_jax import cli_flags, labels, splits  # noqa: E402
+from revgm_jax import labels  # noqa: E402
+from revgm_jax.data import splits  # noqa: E402
+from revgm_jax.cli import cli_flags  # noqa: E402
 from revgm_jax.evaluation import baselines, metrics  # noqa: E402
 from revgm_jax.features import linear, spectral  # noqa: E402
 from revgm_jax.zoo import build  # noqa: E402

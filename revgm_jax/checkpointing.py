@@ -23,7 +23,8 @@ from absl import logging
 from flax import serialization
 from jax.experimental import multihost_utils
 
-from revgm_jax import distributed, sharding, workdir as workdir_lib
+from revgm_jax import workdir as workdir_lib
+from revgm_jax.runtime import distributed
 
 
 class CheckpointError(ValueError):
@@ -65,12 +66,6 @@ def restore_newest(mngr: ocp.CheckpointManager, restore: Callable[[int], Any],
     if len(set(steps)) == 1:
       return found[0], found[1], failed
     bound = min(steps)
-
-
-def replicated_target(tree, mesh: jax.sharding.Mesh):
-  """Abstract restore target: every leaf's shape and dtype, replicated over `mesh`."""
-  sharding_ = sharding.replicated(mesh)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_), tree)
 
 
 class Checkpoints:
@@ -132,7 +127,8 @@ class Checkpoints:
   def restore_latest(self, abstract_state) -> tuple[Any, dict] | None:
     """(state, progress) of the newest intact checkpoint restored onto `abstract_state`'s
     shardings, or None when there is none. `abstract_state` holds ShapeDtypeStructs
-    (`replicated_target`). Newer steps that fail to restore are moved to WORKDIR/corrupt/."""
+    (`sharding.replicated_target`). Newer steps that fail to restore are moved to
+    WORKDIR/corrupt/."""
     if self.latest.latest_step() is None:
       return None
     abstract_opt = serialization.to_state_dict(abstract_state.opt_state)
@@ -192,7 +188,8 @@ def restore_variables(workdir: str, abstract_variables, which: str = "best",
   which: "best" (the validation-selected step) or "latest" (the resume checkpoints); step:
   a specific step of that manager (default: its newest intact one; progress["skipped"], only
   when there are some, lists the newer steps that failed to restore). `abstract_variables` is a
-  `replicated_target` of the model's variables (e.g. from `jax.eval_shape(model.init, ...)`).
+  `sharding.replicated_target` of the model's variables (e.g. from
+  `jax.eval_shape(model.init, ...)`).
   """
   path = workdir_lib.checkpoint_dir(workdir, which)
   mngr = ocp.CheckpointManager(path, options=ocp.CheckpointManagerOptions(create=False))

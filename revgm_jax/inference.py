@@ -37,6 +37,7 @@ class Loaded:
   config: ml_collections.ConfigDict
   gt: labels.GroundTruth  # the run's labels: space, class names, raw ranges
   split: dict  # {"train", "val", "test"} GM names of the run
+  task: object  # the run's task, without class weights (`tasks.get`): predictions, no loss
   model: object  # the task's Flax module (`tasks.create_model`)
   variables: dict  # {"params", "batch_stats"}, replicated over `mesh`
   mesh: jax.sharding.Mesh
@@ -51,7 +52,7 @@ def abstract_variables(model, image_size: int, mesh):
   """Restore target of the model's variables, replicated over `mesh`."""
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(
       (1, image_size, image_size, 3), jnp.float32), train=False))
-  return checkpointing.replicated_target(dict(shapes), mesh)
+  return sharding.replicated_target(dict(shapes), mesh)
 
 
 class WrongTaskError(ValueError):
@@ -84,18 +85,18 @@ def load(path: str, config: ml_collections.ConfigDict | None = None,
   variables, progress = checkpointing.restore_variables(
       workdir, abstract_variables(model, config.image_size, mesh), which, step)
   return Loaded(workdir=workdir, which=which, step=int(progress["step"]), config=config, gt=gt,
-                split=info["split"], model=model, variables=variables, mesh=mesh,
+                split=info["split"], task=tasks.get(config, gt.space), model=model,
+                variables=variables, mesh=mesh,
                 skipped=tuple(progress.get("skipped", ())))
 
 
-def make_predict_fn(loaded: Loaded) -> Callable:
-  """`steps.make_predict_fn` of the loaded model, with fingerprints and spectra."""
-  return steps.make_predict_fn(loaded.config, loaded.model, loaded.space, loaded.mesh,
-                               fingerprints=True)
+def make_predict_fn(loaded: Loaded, fingerprints: bool = True) -> Callable:
+  """`steps.make_predict_fn` of the loaded model, by default with fingerprints and spectra."""
+  return steps.make_predict_fn(loaded.task, loaded.model, loaded.mesh, fingerprints=fingerprints)
 
 
 def make_parse_fingerprint_fn(loaded: Loaded) -> Callable:
-  return steps.make_parse_fingerprint_fn(loaded.config, loaded.model, loaded.space)
+  return steps.make_parse_fingerprint_fn(loaded.task, loaded.model)
 
 
 def predict(loaded: Loaded, images: np.ndarray, batch_size: int = 64,

@@ -19,39 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Iterator, Sequence
 
-from absl import logging
 import jax
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from revgm_jax import labels, sharding, splits
+from revgm_jax import labels, sharding
 from revgm_jax.data import builder
 
-_LABEL_KEYS = ("net", "loss", "loss_group")
 _MAX_OPEN_FILES = 128
-
-
-def image_folders(data: ml_collections.ConfigDict) -> tuple[str, str, str]:
-  """(image dir, label dir, real-image dir) of `config.data`; the zoo source builds or finds the
-  zoo first. The real-image dir is the zoo's real/ or IMAGE_DIR/real/ (it may not exist).
-
-  Every process of a job must call it together: the zoo build splits its GMs over them.
-  """
-  if data.source == "zoo":
-    from revgm_jax.zoo import build as zoo_build  # pylint: disable=g-import-not-at-top
-    out_dir = zoo_build.build_zoo(data.zoo, data.zoo_dir or zoo_build.default_zoo_dir(data.zoo))
-    return os.path.join(out_dir, "gms"), out_dir, os.path.join(out_dir, builder.REAL)
-  if data.source == "folder":
-    if not data.image_dir:
-      raise ValueError("config.data.source='folder' needs --config.data.image_dir=IMAGE_DIR "
-                       "(IMAGE_DIR/<GM_NAME>/*.png|jpg|jpeg|bmp)")
-    return data.image_dir, data.labels_dir, os.path.join(data.image_dir, builder.REAL)
-  raise ValueError(f"config.data.source={data.source!r}; use 'zoo' or 'folder'")
 
 
 def host_slices(slices: list[builder.FileSlice], process_index: int,
@@ -118,13 +96,13 @@ def _decoder(data: builder.PreparedData, prep: Preprocess, label_rows: np.ndarra
   gt = data.gt
   tables = None
   if label_rows is not None:  # labels looked up through a permutation of the GM rows
-    tables = {k: tf.constant(getattr(gt, k)[label_rows]) for k in _LABEL_KEYS}
+    tables = {k: tf.constant(getattr(gt, k)[label_rows]) for k in labels.LABEL_KEYS}
 
   def decode(serialized, crop_seed=None):
     ex = features.deserialize_example(serialized)
     out = {"image": prep(ex["image"], crop_seed), "gm_row": ex["gm_row"], "id": ex["id"],
            "mask": tf.constant(True)}
-    for k in _LABEL_KEYS:
+    for k in labels.LABEL_KEYS:
       out[k] = ex[k] if tables is None else tf.gather(tables[k], ex["gm_row"])
     if class_table is not None:
       out["label"] = tf.gather(tf.constant(class_table, tf.int32),
@@ -216,15 +194,6 @@ def eval_dataset(data: builder.PreparedData, gm_names: list[str], *, batch_size:
   pad = tf.data.Dataset.from_tensors(padding).repeat()
   ds = ds.concatenate(pad).take(num_batches * batch_size).batch(batch_size, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(_options()), num_batches
-
-
-def shuffled_label_rows(gt: labels.GroundTruth, train_gms: list[str], seed: int) -> np.ndarray:
-  """[N] label row of each GM row: a seeded permutation among the training GMs (the
-  random-ground-truth baseline), identity elsewhere."""
-  rows = np.arange(len(gt))
-  train = gt.rows(train_gms)
-  rows[train] = train[np.random.default_rng([seed, 1]).permutation(len(train))]
-  return rows
 
 
 @dataclasses.dataclass
@@ -329,72 +298,13 @@ def _process(index: int | None, count: int | None) -> tuple[int, int]:
           jax.process_count() if count is None else count)
 
 
-def _check_input_shards(shards: int, batch_size: int) -> None:
-  """Input shards are dealt evenly to the processes and split the global batch evenly."""
-  if shards and (shards % jax.process_count() or batch_size % shards):
-    raise ValueError(f"config.data.input_shards={shards} must be a multiple of the "
-                     f"{jax.process_count()} processes and divide config.batch_size="
-                     f"{batch_size} (0: one per process)")
-
-
-def get_datasets(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None
-                 ) -> Datasets:
-  """Prepares the data of `config` and splits it by GM (docs/protocol.md#gm-splits).
-
-  mesh: the data-parallel mesh (default: `sharding.make_mesh()`). The split is drawn from the
-  GMs that have images (a GM of the index without a folder is left out with a warning).
-  """
-  tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerator memory
-  mesh = sharding.make_mesh() if mesh is None else mesh
-  for name in ("batch_size", "eval_batch_size"):
-    sharding.check_batch_size(config[name], mesh, name)
-  _check_input_shards(config.data.input_shards, config.batch_size)
-  image_dir, labels_dir, real_dir = image_folders(config.data)
-  d = config.data
-  task = config.get("task", "parsing")
-  with_real = task != "parsing"
-
-  def prepare():
-    return builder.prepare(image_dir, labels_dir, d.space, d.tfds_dir, d.shards_per_gm,
-                           real_dir if with_real else None)
-
-  # Process 0 converts first; the others then find its shards (shared tfds_dir) or convert
-  # their own.
-  if jax.process_index() == 0:
-    data = prepare()
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices("revgm_jax: data prepared")
-  if jax.process_index() != 0:
-    data = prepare()
-  gt = data.gt
-  present = [n for n in gt.names if n in data.gm_info]
-  if len(present) < len(gt):
-    absent = [n for n in gt.names if n not in data.gm_info]
-    logging.warning("%d GM(s) of the index have no folder in %s and are left out: %s",
-                    len(absent), data.image_dir,
-                    ", ".join(absent[:10]) + (", ..." if len(absent) > 10 else ""))
-  test_gms = [n.strip() for n in config.data.test_gms.split(",") if n.strip()]
-  common = dict(data=data, mesh=mesh, prep=Preprocess.from_config(config),
-                batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-                seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
-                input_shards=config.data.input_shards,
-                max_images_per_gm=config.data.max_images_per_gm,
-                max_test_images_per_gm=config.eval.max_images_per_gm)
-  if with_real:
-    if config.data.shuffle_labels:
-      raise ValueError(f"config.data.shuffle_labels=True is a parsing baseline; config.task="
-                       f"{task!r} does not support it")
-    from revgm_jax.tasks import classes  # pylint: disable=g-import-not-at-top
-    return Datasets(label_rows=None, **common,
-                    **classes.class_split(config, gt.subset(present), test_gms, data))
-  split = splits.split_gms(gt.subset(present), config.data.test_set, test_gms,
-                           config.data.num_val_gms, config.seed, config.data.max_train_gms)
-  data.check_gms(split["test"], "test")
-  if config.loss.class_weights_from not in ("all", "train"):
-    raise ValueError(f"config.loss.class_weights_from={config.loss.class_weights_from!r}; "
-                     "use 'train' or 'all'")
-  rows = None if config.loss.class_weights_from == "all" else gt.rows(split["train"])
-  label_rows = (shuffled_label_rows(gt, split["train"], config.seed)
-                if config.data.shuffle_labels else None)
-  return Datasets(split=split, class_weights=labels.class_weights(gt, rows),
-                  label_rows=label_rows, **common)
+def get_datasets(config: ml_collections.ConfigDict, data: builder.PreparedData, split: dict,
+                 mesh: jax.sharding.Mesh) -> Datasets:
+  """The datasets of `config` over prepared data (`data.prepare`) and a drawn split
+  (`data.splits.draw`: split, class_weights, label_rows, parts, class_table)."""
+  return Datasets(data=data, mesh=mesh, prep=Preprocess.from_config(config),
+                  batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                  seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
+                  input_shards=config.data.input_shards,
+                  max_images_per_gm=config.data.max_images_per_gm,
+                  max_test_images_per_gm=config.eval.max_images_per_gm, **split)

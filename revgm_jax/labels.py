@@ -368,6 +368,10 @@ def class_weights(gt: GroundTruth, rows: Sequence[int] | None = None) -> dict[st
   }
 
 
+# The per-example label arrays of a ground-truth row, as a batch and a TFRecord example carry
+# them: net [15] float32, loss [L] int32, loss_group [G] int32.
+LABEL_KEYS = ("net", "loss", "loss_group")
+
 # Real images, the extra class of detection and attribution (docs/tasks.md#data): its name (of
 # the class, its folder and its TFDS split) and its gm_row, no row of a ground truth (-1 marks
 # evaluation padding).

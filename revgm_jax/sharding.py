@@ -36,19 +36,14 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def replicated_target(tree, mesh: jax.sharding.Mesh):
+  """Abstract restore target: every leaf's shape and dtype, replicated over `mesh`."""
+  sharding_ = replicated(mesh)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding_), tree)
+
+
 def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(AXIS))
-
-
-def check_batch_size(global_batch: int, mesh: jax.sharding.Mesh, name: str) -> None:
-  """A global batch must split evenly over the devices (`name`: the config field it came from).
-
-  Every process then holds the same share: devices per process are equal in a JAX cluster.
-  """
-  devices = num_devices(mesh)
-  if global_batch < 1 or global_batch % devices:
-    raise ValueError(f"config.{name}={global_batch} is not divisible by the {devices} devices "
-                     "of the data mesh")
 
 
 def host_batch_to_global(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh

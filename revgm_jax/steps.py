@@ -12,7 +12,7 @@ FFT runs on local examples only, with no all-gather of the batch
 
 One predict function serves validation during training, the evaluation report and
 `revgm parse` (`revgm_jax.evaluation.evaluator` feeds it batches). What differs between parsing,
-detection and attribution (loss, predictions) comes from the task of the config
+detection and attribution (loss, predictions) comes from the task object the caller holds
 (`revgm_jax.tasks`).
 """
 
@@ -29,11 +29,11 @@ from flax import struct
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from revgm_jax import checkpointing, compile_options, labels, sharding, tasks
-from revgm_jax.losses import constraints, parsing
+from revgm_jax import sharding
+from revgm_jax.runtime import compile_options
+from revgm_jax.losses import constraints
 
 AXIS = sharding.AXIS
-LABEL_KEYS = ("net", "loss", "loss_group")
 
 
 class TrainState(struct.PyTreeNode):
@@ -80,16 +80,15 @@ def create_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
 def abstract_train_state(rng, model, tx, image_shape, mesh) -> TrainState:
   """Shapes of `create_train_state` with concrete replicated shardings: the restore target."""
   init = functools.partial(_init_state, model=model, tx=tx, image_shape=image_shape)
-  return checkpointing.replicated_target(jax.eval_shape(init, rng), mesh)
+  return sharding.replicated_target(jax.eval_shape(init, rng), mesh)
 
 
-def make_train_step(config, model, tx, space: labels.Space, class_weights, mesh) -> Callable:
+def make_train_step(task, model, tx, mesh) -> Callable:
   """jit(shard_map(...)) step: (state, global batch, rng) -> (state, replicated metrics).
 
-  The state is donated. Dropout keys differ per step and per device:
-  fold_in(fold_in(rng, step), device index).
+  task: the run's (`tasks.get`, with its class weights). The state is donated. Dropout keys
+  differ per step and per device: fold_in(fold_in(rng, step), device index).
   """
-  task = tasks.get(config, space, class_weights)
 
   def step_fn(state: TrainState, batch, rng):  # per device: batch is the local shard
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), lax.axis_index(AXIS))
@@ -118,25 +117,23 @@ def make_train_step(config, model, tx, space: labels.Space, class_weights, mesh)
   return compile_options.jit(sharded, donate_argnums=0)
 
 
-def make_predict_fn(config, model, space: labels.Space, mesh, *, class_weights=None,
-                    fingerprints: bool = False) -> Callable:
+def make_predict_fn(task, model, mesh, *, fingerprints: bool = False) -> Callable:
   """jit(shard_map(...)): (variables, global batch) -> (per-example outputs, sums).
 
   Per-example outputs (sharded like the batch): "pred" (the task's predictions), and
   with `fingerprints` the "fingerprint" [B, S, S, 3] and "spectrum" [B, S, S] (|FFT| of its
   luma, DC centred). Sums (replicated): "count", the number of real examples (mask True; a
-  batch without "mask" counts every row), and with `class_weights` (the batch then carries
-  the labels) every loss term times that count, so that a pass over a split gives
+  batch without "mask" counts every row), and for a task with class weights (the batch then
+  carries the labels) every loss term times that count, so that a pass over a split gives
   example-weighted means of the per-batch terms.
   """
-  task = tasks.get(config, space, class_weights)
 
   def fn(variables, batch):
     fingerprint, outputs = model.apply(variables, batch["image"], train=False)
     mask = batch.get("mask", jnp.ones(batch["image"].shape[:1], bool))
     n = lax.psum(jnp.sum(mask.astype(jnp.float32)), AXIS)
     sums = {"count": n}
-    if class_weights is not None:
+    if task.class_weights is not None:
       loss, terms = task.loss(fingerprint, outputs, {**batch, "mask": mask}, AXIS)
       sums.update({k: n * v for k, v in {"loss": loss, **terms}.items()})
     out = {"pred": task.predictions(outputs)}
@@ -149,11 +146,12 @@ def make_predict_fn(config, model, space: labels.Space, mesh, *, class_weights=N
   return compile_options.jit(sharded)
 
 
-def make_parse_fingerprint_fn(config, model, space: labels.Space) -> Callable:
-  """jit (variables, fingerprints [B, S, S, 3]) -> predictions of the parser heads alone: the
-  'mean of fingerprints' aggregation feeds averaged fingerprints through it."""
+def make_parse_fingerprint_fn(task, model) -> Callable:
+  """jit (variables, fingerprints [B, S, S, 3]) -> predictions of the parser heads alone (a
+  parsing task's): the 'mean of fingerprints' aggregation feeds averaged fingerprints through
+  it."""
   def fn(variables, fingerprints):
     outputs = model.apply(variables, fingerprints, False, method=lambda m, f, t: m.parser(f, t))
-    return parsing.predictions(outputs, space, config.model.head_activation)
+    return task.predictions(outputs)
 
   return compile_options.jit(fn)

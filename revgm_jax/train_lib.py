@@ -1,8 +1,10 @@
-"""The training loop: trains, selects on the validation GMs, evaluates on the test GMs.
+"""The trainer: check -> prepare -> split -> datasets -> model -> loop -> evaluate.
 
-The jitted data-parallel programs are `revgm_jax.steps`'s, the data `input_pipeline.Datasets`,
-the mesh `revgm_jax.sharding`'s, the folders of a workdir `revgm_jax.workdir`'s; validation and
-the final evaluation go through the one evaluator (`revgm_jax.evaluation`).
+The config is checked (`config_check`), the data prepared (`data.prepare`) and split
+(`data.splits`), the batches are `input_pipeline.Datasets`', the jitted data-parallel programs
+`revgm_jax.steps`'s over the mesh of `revgm_jax.sharding`, the folders of a workdir
+`revgm_jax.workdir`'s; validation and the final evaluation go through the one evaluator
+(`revgm_jax.evaluation`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from tqdm import tqdm
 
-from revgm_jax import checkpointing, distributed, input_pipeline, sharding, steps, stop_signal
+from revgm_jax import checkpointing, config_check, input_pipeline, sharding, steps
+from revgm_jax.runtime import distributed
 from revgm_jax import tasks
+from revgm_jax.runtime import stop_signal
 from revgm_jax import workdir as workdir_lib
-from revgm_jax import workdir_lock
-from revgm_jax.config_utils import ConfigError
-from revgm_jax.evaluation import evaluator
-from revgm_jax.losses import parsing as parsing_losses
-from revgm_jax.models import model as model_lib
+from revgm_jax.runtime import workdir_lock
+from revgm_jax.data import prepare, splits
+from revgm_jax.evaluation import evaluator, run as evaluation
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_train_images: int) -> int:
@@ -58,27 +60,15 @@ def _scalars(prefix: str, m: dict) -> dict:
   return {f"{prefix}/{k}": v for k, v in m.items() if isinstance(v, (int, float, np.floating))}
 
 
-def _check_config(config: ml_collections.ConfigDict) -> None:
-  """Values that would fail only later (after data preparation or at the first step)."""
-  for name in ("log_every_steps", "eval_every_steps"):
-    if config[name] < 1:
-      raise ConfigError(f"config.{name}={config[name]} must be >= 1")
-  parsing_losses.check_continuous(config.loss.continuous)
-  if tasks.name(config) == "parsing":
-    model_lib.check_cont_bias_init(config)
-  if tasks.name(config) == "parsing" and config.data.num_val_gms < 1:
-    raise ConfigError(f"config.data.num_val_gms={config.data.num_val_gms}: model selection needs "
-                     "at least one validation GM (held out from the training GMs)")
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        overwrite: bool = False) -> dict:
   """Trains, selects on the validation GMs, evaluates on the test GMs; returns the results.
 
   Resumes from the latest checkpoint in `workdir` if there is one; a workdir of another data,
   label or model config is refused (workdir.WorkdirError) unless `overwrite` deletes its run.
-  Holds the workdir's lock throughout; SIGTERM/SIGINT save the step and return
-  {"preempted_at": step, "signal": name} (`stop_signal`).
+  Holds the workdir's lock throughout. The results always hold "preempted_at": None, or the
+  step that SIGTERM/SIGINT saved (with "signal", its name, and nothing evaluated;
+  `stop_signal`).
   """
   distributed.initialize(config.distributed)  # a no-op for a single-process run
   workdir = os.path.abspath(workdir)
@@ -114,9 +104,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   mesh = sharding.make_mesh()
   logging.info("workdir %s; mesh %s over %d devices on %d hosts", workdir, dict(mesh.shape),
                jax.device_count(), jax.process_count())
-  _check_config(config)
+  config_check.check_config(config, sharding.num_devices(mesh), jax.process_count())
   ckpt = checkpointing.Checkpoints(workdir, config.checkpoint_every_steps, config.keep_checkpoints)
-  data = input_pipeline.get_datasets(config, mesh)
+  prepared = prepare.prepare(config)
+  split = splits.draw(config, prepared)
+  data = input_pipeline.get_datasets(config, prepared, split, mesh)
   space = data.gt.space
   task = tasks.get(config, space, data.class_weights)
   model = tasks.create_model(config, space, data.split, axis_name=sharding.AXIS, gt=data.gt)
@@ -149,9 +141,9 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   ckpt.drop_best_after(start_step)  # left by a run killed between its best and latest saves
   last_saved = start_step if restored is not None else None
 
-  train_step = steps.make_train_step(config, model, tx, space, data.class_weights, mesh)
-  predict_fn = steps.make_predict_fn(config, model, space, mesh,
-                                     class_weights=data.class_weights)
+  train_step = steps.make_train_step(task, model, tx, mesh)
+  predict_fn = steps.make_predict_fn(task, model, mesh)
+  metrics_fn = evaluation.model_metrics(task)
   writer = metric_writers.create_default_writer(workdir, just_logging=not main)
   if start_step == 0:
     writer.write_hparams(_flat(config))
@@ -194,7 +186,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
       if do_eval:
         with report_progress.timed("eval"):
           val = evaluator.evaluate(predict_fn, state.variables, data.eval_iter("val"),
-                                   task.metrics)
+                                   metrics_fn)
         writer.write_scalars(step, _scalars("val", val))
         summary = _log_summary(f"step {step} val: ", val, task.summary_keys)
         logging.info(summary)
@@ -226,10 +218,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, main: b
   selected = last_step if which == workdir_lib.LATEST else best["step"]
   variables = state.variables
   if selected != last_step:
-    target = checkpointing.replicated_target(jax.eval_shape(lambda: state.variables), mesh)
+    target = sharding.replicated_target(jax.eval_shape(lambda: state.variables), mesh)
     variables, _ = checkpointing.restore_variables(workdir, target, which, selected)
-  report = task.evaluate(workdir, data, variables, step=selected, which=which)
-  results = {"workdir": workdir, "last_step": last_step, "selected_step": best["step"],
+  report = evaluation.evaluate(task, model, workdir, data, variables, step=selected, which=which)
+  results = {"preempted_at": None, "workdir": workdir, "last_step": last_step,
+             "selected_step": best["step"],
              "val_last": last_val, "val_selected": best["val"], "report": report}
   writer.write_scalars(last_step, _scalars("test_report", report["methods"]["model"]))
   writer.flush()

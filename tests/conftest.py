@@ -17,7 +17,7 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-import gm_folders  # noqa: E402
+from support import gm_folders  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RED116_ENV = "REVGM_RED116_DIR"
@@ -25,6 +25,18 @@ RED116_ENV = "REVGM_RED116_DIR"
 
 def published_red116_path() -> pathlib.Path:
   return pathlib.Path(os.environ.get(RED116_ENV) or REPO.parent / "shared" / "red116")
+
+
+# Fixtures that train a run or build a zoo: every test using one is end to end (`e2e`), as is
+# every test that starts a subprocess (marked where it is defined). `pytest -m "not e2e"` is the
+# fast loop.
+E2E_FIXTURES = {"tiny", "trained", "evaluated", "interrupted", "parity", "runs", "tiny_zoo"}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

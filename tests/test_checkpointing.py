@@ -14,7 +14,9 @@ import pytest
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from revgm_jax import checkpointing, distributed, labels, splits
+from revgm_jax import checkpointing, labels, sharding
+from revgm_jax.runtime import distributed
+from revgm_jax.data import splits
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.sharding import make_mesh
 from revgm_jax.steps import TrainState
@@ -54,7 +56,7 @@ def test_restore_onto_fewer_devices(tmp_path, n_restore):
 
   mesh = make_mesh(jax.devices()[:n_restore])
   ckpt = checkpointing.Checkpoints(str(tmp_path), every_steps=1, keep=2)
-  state, progress = ckpt.restore_latest(checkpointing.replicated_target(_state(mesh, 1), mesh))
+  state, progress = ckpt.restore_latest(sharding.replicated_target(_state(mesh, 1), mesh))
   ckpt.close()
   _assert_same(state, saved)
   assert progress == {"step": 7, "best": {"step": 5, "score": 0.5}}
@@ -66,7 +68,7 @@ def test_periodic_keep_and_best(tmp_path):
   mesh = make_mesh(jax.devices()[:1])
   state = _state(mesh)
   ckpt = checkpointing.Checkpoints(str(tmp_path), every_steps=2, keep=2)
-  assert ckpt.restore_latest(checkpointing.replicated_target(state, mesh)) is None
+  assert ckpt.restore_latest(sharding.replicated_target(state, mesh)) is None
   for step in range(1, 8):
     if ckpt.should_save(step):
       ckpt.save(state.replace(step=jnp.int32(step)), {"step": step})
@@ -79,7 +81,7 @@ def test_periodic_keep_and_best(tmp_path):
   assert list(ckpt.best.all_steps()) == []
   ckpt.close()
 
-  target = checkpointing.replicated_target({"params": state.params,
+  target = sharding.replicated_target({"params": state.params,
                                             "batch_stats": state.batch_stats}, mesh)
   variables, progress = checkpointing.restore_variables(str(tmp_path), target, "latest")
   _assert_same(variables, {"params": state.params, "batch_stats": state.batch_stats})
@@ -152,7 +154,7 @@ def test_a_step_that_fails_on_another_process_is_given_up_by_all(tmp_path, monke
   ckpt.close()
   monkeypatch.setattr(distributed, "process_values", lambda v: [v, min(v, 2)])
   ckpt = checkpointing.Checkpoints(str(tmp_path), every_steps=2, keep=3)
-  state, progress = ckpt.restore_latest(checkpointing.replicated_target(_state(mesh, 1), mesh))
+  state, progress = ckpt.restore_latest(sharding.replicated_target(_state(mesh, 1), mesh))
   assert (progress["step"], int(state.step)) == (2, 2)
   assert list(ckpt.latest.all_steps()) == [2]
   assert os.path.isdir(tmp_path / "corrupt" / "latest-4")

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-import tiny_run
-from revgm_jax import cli
+from support import tiny_run
+from revgm_jax.cli import main as cli
 from revgm_jax.zoo import __main__ as zoo_cli
 from revgm_jax.zoo import build, presets
 
@@ -96,6 +96,7 @@ def test_zoo_bad_flags_are_one_line_exit_1(argv, message, zoo_builds, capsys):
   assert capsys.readouterr().err.startswith(f"FATAL Flags parsing error: {message}")
 
 
+@pytest.mark.e2e
 def test_zoo_command_line_error_has_no_traceback():
   proc = subprocess.run([sys.executable, "-m", "revgm_jax.zoo", "build", "--zoo.foo=1"],
                         capture_output=True, text=True, cwd=tiny_run.REPO, timeout=120)

@@ -5,7 +5,7 @@ import os
 import ml_collections
 import pytest
 
-import tiny_run
+from support import tiny_run
 from revgm_jax import config_utils
 from revgm_jax.data import builder
 from revgm_jax.zoo import build, presets

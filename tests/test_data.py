@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-import gm_folders
+from support import gm_folders
 from revgm_jax import labels
 from revgm_jax.data import builder, images
 
@@ -139,6 +139,7 @@ builder.prepare(sys.argv[1], sys.argv[2], "red116", sys.argv[3], shards_per_gm=2
 """
 
 
+@pytest.mark.e2e
 def test_build_killed_midway_is_redone_pixel_exact(tmp_path, red116_dir):
   """A real SIGKILL to a process converting the images; the next build is complete."""
   expected = gm_folders.write_layout(tmp_path / "images", GMS, images_per_gm=6)
@@ -156,6 +157,7 @@ def test_build_killed_midway_is_redone_pixel_exact(tmp_path, red116_dir):
       np.testing.assert_array_equal(ex["image"], expected[f])
 
 
+@pytest.mark.e2e
 def test_a_second_build_of_the_same_folder_waits_for_the_first(tmp_path, red116_dir):
   """Two runs started together on one folder: the second waits (the first here pauses, then
   is killed), then builds; before, both wrote and the later rename failed (FileExistsError)."""

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from revgm_jax.evaluation import decisions, metrics
@@ -109,6 +110,7 @@ def test_temperatures_are_kept_only_where_held_out_cohorts_get_a_lower_ece():
   assert d["calibration_kept"]["disc"]
 
 
+@pytest.mark.e2e
 def test_decisions_survive_json_and_apply_without_scikit_learn():
   pred, target, groups, base = _data()
   d = decisions.fit(decisions.candidates(pred), target, groups, base, SPACE.group_of_loss)

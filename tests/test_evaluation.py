@@ -8,16 +8,17 @@ import jax
 import numpy as np
 import pytest
 
-import tiny_run
-from revgm_jax import config_utils, labels, inference, splits
+from support import tiny_run
+from revgm_jax import config_utils, labels, inference
+from revgm_jax.data import splits
 from revgm_jax import workdir as workdir_lib
-from revgm_jax.evaluation import aggregate, baselines, metrics, report, run
+from revgm_jax.evaluation import aggregate, baselines, metrics, parsing, report, run
 
 SPACE = labels.RED116
 
 
 def _results(red116_dir):
-  """A results dict as run.evaluate_workdir makes it, from labels: majority vs a perfect model."""
+  """A results dict as parsing.evaluate makes it, from labels: majority vs a perfect model."""
   gt = labels.load_ground_truth(red116_dir, "red116")
   split = splits.split_gms(gt, test_set=1)
   te = np.repeat(gt.rows(split["test"]), 2)  # 2 "images" per GM
@@ -182,7 +183,7 @@ def test_summary_over_sets(evaluated, tmp_path):
   other = json.loads(json.dumps(results))
   other["name"] = "test set 2"
   other["methods"]["model"]["cont_l1"] = results["methods"]["model"]["cont_l1"] + 0.1
-  summary = run.write_summary(str(tmp_path), {"test set 1": results, "test set 2": other})
+  summary = parsing.write_summary(str(tmp_path), {"test set 1": results, "test set 2": other})
   assert sorted(os.listdir(tmp_path)) == ["summary.json", "summary.md", "summary_k_images.png"]
   k1 = summary["k_images_mean_std"]["model"]["1"]["cont_l1"]  # the same curve in both sets
   assert k1["n"] == 2 and k1["std"] == pytest.approx(0.0, abs=1e-12)

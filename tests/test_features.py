@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from revgm_jax import labels
@@ -110,6 +111,7 @@ def test_fitted_parser_beats_the_mean_on_a_spectral_task(tmp_path):
         "cont_l1/num_layers"]
 
 
+@pytest.mark.e2e
 def test_round_trip_and_predict_without_sklearn(tmp_path):
   gt, images, rows = _synthetic_zoo(num_gms=12, per_gm=4)
   x = spectral.image_features(images)

@@ -14,9 +14,11 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-import gm_folders
-from revgm_jax import cli_flags, config_utils, labels, input_pipeline
-from revgm_jax.data import builder
+from support import gm_folders, pipeline
+from revgm_jax import config_check, config_utils, labels, input_pipeline
+from revgm_jax.cli import cli_flags
+from revgm_jax.cli import main as cli
+from revgm_jax.data import builder, prepare
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_VAL = ("AAE", "ACGAN", "CONT_ENC", "DCGAN")
@@ -75,7 +77,7 @@ def eval_ids(ds, split, process_index, process_count):
 
 
 def test_train_batches_follow_the_contract(folder, red116_dir):
-  ds = input_pipeline.get_datasets(make_config(folder, red116_dir), mesh(8))
+  ds = pipeline.datasets(make_config(folder, red116_dir), mesh(8))
   gt = labels.load_ground_truth(red116_dir, "red116")
   assert ds.split["test"] == list(TEST_SET_1) and len(ds.split["val"]) == 1
   assert sorted(ds.split["train"] + ds.split["val"]) == sorted(TRAIN_VAL)
@@ -101,7 +103,7 @@ def test_train_batches_follow_the_contract(folder, red116_dir):
 def test_preprocessing_resizes_like_pil_and_normalises(folder, red116_dir):
   _, expected = folder
   c = make_config(folder, red116_dir)
-  ds = input_pipeline.get_datasets(c, mesh(1))
+  ds = pipeline.datasets(c, mesh(1))
   names = files_by_id(ds.data)
   host, _ = ds.eval_dataset("train", 0, 1)
   checked = 0
@@ -121,7 +123,7 @@ def test_preprocessing_resizes_like_pil_and_normalises(folder, red116_dir):
 
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_host_shards_are_disjoint_and_cover_the_split(folder, red116_dir, process_count):
-  ds = input_pipeline.get_datasets(make_config(folder, red116_dir), mesh(8))
+  ds = pipeline.datasets(make_config(folder, red116_dir), mesh(8))
   slices = ds.data.file_slices(ds.split["train"])
   per_host = [input_pipeline.host_slices(slices, p, process_count) for p in range(process_count)]
   assert sorted(s for h in per_host for s in h) == sorted(slices)
@@ -143,7 +145,7 @@ def test_host_shards_are_disjoint_and_cover_the_split(folder, red116_dir, proces
 def test_same_seed_gives_the_same_order(folder, red116_dir):
   def first_batches(seed):
     c = make_config(folder, red116_dir, seed=seed, **{"data.random_crop": True, "image_size": 16})
-    ds = input_pipeline.get_datasets(c, mesh(1))
+    ds = pipeline.datasets(c, mesh(1))
     return list(ds.train_dataset(0, 1).take(6).as_numpy_iterator())
 
   a, b, other = first_batches(1), first_batches(1), first_batches(2)
@@ -155,7 +157,7 @@ def test_same_seed_gives_the_same_order(folder, red116_dir):
 
 
 def test_eval_iter_visits_every_example_exactly_once(folder, red116_dir):
-  ds = input_pipeline.get_datasets(make_config(folder, red116_dir, eval_batch_size=8), mesh(8))
+  ds = pipeline.datasets(make_config(folder, red116_dir, eval_batch_size=8), mesh(8))
   batches = [jax.device_get(b) for b in ds.eval_iter("test")]
   assert len(batches) == 2  # 12 test images -> 2 batches of 8, 4 padding
   ids = [int(i) for b in batches for i in b["id"][b["mask"]]]
@@ -163,14 +165,14 @@ def test_eval_iter_visits_every_example_exactly_once(folder, red116_dir):
   pad = np.concatenate([b["gm_row"][~b["mask"]] for b in batches])
   assert len(pad) == 4 and (pad == -1).all()
   assert ds.num_images("test") == 12
-  ds = input_pipeline.get_datasets(
+  ds = pipeline.datasets(
       make_config(folder, red116_dir, **{"eval.max_images_per_gm": 4}), mesh(8))
   batches = [jax.device_get(b) for b in ds.eval_iter("test")]
   assert len(batches) == 1 and batches[0]["mask"].all()
 
 
 def test_max_images_per_gm_takes_the_first_files(folder, red116_dir):
-  ds = input_pipeline.get_datasets(
+  ds = pipeline.datasets(
       make_config(folder, red116_dir, **{"data.max_images_per_gm": 2}), mesh(1))
   assert ds.num_train_images == 3 * 2
   names = files_by_id(ds.data)
@@ -180,7 +182,7 @@ def test_max_images_per_gm_takes_the_first_files(folder, red116_dir):
 
 def test_shuffled_labels_permute_training_gms_only(folder, red116_dir):
   c = make_config(folder, red116_dir, **{"data.shuffle_labels": True, "data.num_val_gms": 0})
-  ds = input_pipeline.get_datasets(c, mesh(1))
+  ds = pipeline.datasets(c, mesh(1))
   gt = ds.gt
   train = gt.rows(ds.split["train"])
   rows = ds.label_rows
@@ -197,26 +199,26 @@ def test_shuffled_labels_permute_training_gms_only(folder, red116_dir):
 
 def test_image_smaller_than_the_crop_is_an_error(folder, red116_dir):
   c = make_config(folder, red116_dir, **{"data.random_crop": True, "image_size": 28})
-  ds = input_pipeline.get_datasets(c, mesh(1))
+  ds = pipeline.datasets(c, mesh(1))
   with pytest.raises(builder.DataError, match=r"img_000.png has height 24, smaller than the "
                                               r"random crop of 28 x 28"):
     ds.train_dataset(0, 1)
   c.data.random_crop = False  # resizing up is allowed
-  batch = next(input_pipeline.get_datasets(c, mesh(1)).train_dataset(0, 1).as_numpy_iterator())
+  batch = next(pipeline.datasets(c, mesh(1)).train_dataset(0, 1).as_numpy_iterator())
   assert batch["image"].shape == (8, 28, 28, 3)
 
 
 def test_batch_sizes_must_divide(folder, red116_dir):
   for field in ("batch_size", "eval_batch_size"):
     with pytest.raises(ValueError, match=rf"config.{field}=6 is not divisible by the 8 devices"):
-      input_pipeline.get_datasets(make_config(folder, red116_dir, **{field: 6}), mesh(8))
+      config_check.check_config(make_config(folder, red116_dir, **{field: 6}), 8)
 
 
 def test_data_source_errors(folder, red116_dir):
   with pytest.raises(ValueError, match="config.data.source='web'"):
-    input_pipeline.get_datasets(make_config(folder, red116_dir, **{"data.source": "web"}), mesh(1))
+    config_check.check_config(make_config(folder, red116_dir, **{"data.source": "web"}))
   with pytest.raises(ValueError, match="needs --config.data.image_dir"):
-    input_pipeline.get_datasets(make_config(folder, red116_dir, **{"data.image_dir": ""}), mesh(1))
+    config_check.check_config(make_config(folder, red116_dir, **{"data.image_dir": ""}))
 
 
 def test_zoo_source_reads_the_zoo_layout(tmp_path, monkeypatch):
@@ -239,17 +241,30 @@ def test_zoo_source_reads_the_zoo_layout(tmp_path, monkeypatch):
     return out_dir
 
   stub = types.SimpleNamespace(build_zoo=build_zoo, default_zoo_dir=lambda cfg: "unused")
-  import revgm_jax.zoo  # pylint: disable=g-import-not-at-top
-  monkeypatch.setitem(sys.modules, "revgm_jax.zoo.build", stub)
-  monkeypatch.setattr(revgm_jax.zoo, "build", stub, raising=False)
+  monkeypatch.setattr(prepare, "zoo_build", stub)
   c = config_utils.load_config(f"{CONFIG}:tiny", {
       "data.zoo_dir": str(tmp_path / "zoo"), "data.tfds_dir": str(tmp_path / "tfds"),
       "data.num_val_gms": 1, "image_size": 16, "batch_size": 4, "eval_batch_size": 4})
-  ds = input_pipeline.get_datasets(c, mesh(1))
+  ds = pipeline.datasets(c, mesh(1))
   assert calls == [("tiny", str(tmp_path / "zoo"))]
   assert ds.split["test"] == ["zoo_gm_3"] and ds.gt.space.name == "zoo"
   b = jax.device_get(next(ds.eval_iter("test")))
   np.testing.assert_array_equal(b["net"], np.repeat(gt.net[3:], 4, 0))
+
+
+def test_revgm_prepare_builds_the_records_once_and_names_a_bad_config(folder, red116_dir,
+                                                                       capsys):
+  root, _ = folder
+  argv = ["prepare", "--config", f"{CONFIG}:tiny", "--config.data.source=folder",
+          f"--config.data.image_dir={root / 'images'}", f"--config.data.labels_dir={red116_dir}",
+          f"--config.data.tfds_dir={root / 'tfds'}", "--config.data.space=red116",
+          "--config.data.shards_per_gm=2"]
+  assert cli.main(argv) == 0
+  assert f"6 image folders of {root / 'images'}, 36 images" in capsys.readouterr().out
+  assert cli.main(argv + ["--config.data.num_val_gms=0"]) == 1
+  assert capsys.readouterr().err == (
+      "revgm prepare: config.data.num_val_gms=0: model selection needs at least one validation "
+      "GM (held out from the training GMs)\n")
 
 
 # --- command-line config errors (absl + ml_collections, as the entry points parse them) -------
@@ -287,6 +302,7 @@ def test_bad_config_flags_name_the_flag(flag, message, explicit, capsys):
   assert capsys.readouterr().err.startswith("FATAL Flags parsing error: " + message)
 
 
+@pytest.mark.e2e
 def test_bad_config_flag_ends_the_program_with_one_line(tmp_path):
   script = tmp_path / "prog.py"
   script.write_text(

@@ -13,10 +13,13 @@ import jax
 import numpy as np
 import pytest
 
-import tiny_run
-from revgm_jax import checkpointing, labels, sharding, steps, stop_signal, workdir_lock
+from support import tiny_run
+from revgm_jax import checkpointing, labels, sharding, steps
+from revgm_jax.runtime import stop_signal, workdir_lock
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.models import model as model_lib
+
+pytestmark = pytest.mark.e2e  # every test trains or starts processes
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from revgm_jax import labels, splits
+from revgm_jax import labels
+from revgm_jax.data import splits
 
 
 @pytest.fixture

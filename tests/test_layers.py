@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from revgm_jax import compile_options
+from revgm_jax.runtime import compile_options
 from revgm_jax.models import layers
 
 
@@ -51,7 +51,7 @@ def test_bad_padding():
 
 
 def test_cpu_convolutions_are_not_given_to_ynnpack(monkeypatch):
-  """The 2-4x slower YNNPACK conv path (revgm_jax/compile_options.py) stays off on CPU."""
+  """The 2-4x slower YNNPACK conv path (revgm_jax/runtime/compile_options.py) stays off on CPU."""
   x, w = data(2, 16, 32, 32)
   grad = jax.grad(lambda w: jnp.sum(layers.conv3x3(x, w, 1) ** 2))
   assert ynn_convolutions(jax.jit(grad).lower(w).compile().as_text())  # jaxlib's default

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from revgm_jax import labels, splits
+from revgm_jax import labels
+from revgm_jax.data import splits
 from revgm_jax.evaluation import aggregate, baselines, metrics
 
 SPACE = labels.RED116

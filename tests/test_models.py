@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 from revgm_jax import labels
 from revgm_jax.models import model as model_lib
 from revgm_jax.models.fen import FEN
-from revgm_jax.models.parser import Parser, encoder_output_size, flatten_size
+from revgm_jax.models.parser import Parser, encoder_output_size
 
 # rbg keys: far cheaper to compile than threefry for the many small init shapes.
 KEYS = {"params": jax.random.key(0, impl="rbg"), "dropout": jax.random.key(1, impl="rbg")}
@@ -33,7 +33,7 @@ def images(b, h, seed=0):
 
 
 @pytest.mark.parametrize("size", [32, 64, 128])
-def test_output_shapes_and_flatten_size(size):
+def test_output_shapes_and_encoder_output_size(size):
   space = labels.get_space("red116")
   model = model_lib.create_model(tiny_config(), space)
   x = images(2, size)
@@ -44,12 +44,12 @@ def test_output_shapes_and_flatten_size(size):
   assert [o.shape for o in out["disc"]] == [(2, 4), (2, 4), (2, 4), (2, 2), (2, 2), (2, 2)]
   assert out["group"].shape == (2, 3, 2) and out["loss"].shape == (2, 10, 2)
   fc = variables["params"]["parser"]["fc"]["kernel"]
-  assert fc.shape == (flatten_size(size, (4, 4, 4, 4, 8)), 8)
+  assert fc.shape == (encoder_output_size(size, 5) ** 2 * 8, 8)
 
 
-def test_flatten_size_of_the_paper_encoder_at_64():
+def test_encoder_output_of_the_paper_encoder_at_64():
   assert [encoder_output_size(64, k) for k in range(6)] == [64, 33, 17, 9, 5, 3]
-  assert flatten_size(64, (32, 64, 128, 256, 512)) == 4608
+  assert encoder_output_size(64, 5) ** 2 * 512 == 4608
   parser = Parser(space=labels.get_space("red116"))
   shapes = jax.eval_shape(lambda x: parser.init(KEYS, x, train=False), jnp.zeros((1, 64, 64, 3)))
   assert shapes["params"]["fc"]["kernel"].shape == (4608, 512)

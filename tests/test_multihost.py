@@ -1,4 +1,4 @@
-"""Multi-process JAX jobs on this machine (revgm_jax.launch_local, 2 processes x 2 CPU devices).
+"""Multi-process JAX jobs on this machine (revgm_jax.runtime.launch_local, 2 processes x 2 CPU devices).
 
 The tests that start jobs are marked `multihost` (`pytest -m multihost`) and are part of the
 default suite. Every job has a timeout: a hung job fails its test instead of the suite.
@@ -17,13 +17,16 @@ import time
 import numpy as np
 import pytest
 
-import gm_folders
-import tiny_run
-from revgm_jax import config_utils, distributed, sharding, stop_signal, workdir_lock
+from support import gm_folders
+from support import tiny_run
+from revgm_jax import config_utils, sharding
+from revgm_jax.runtime import distributed, stop_signal, workdir_lock
 from revgm_jax.zoo import build, presets
 
+pytestmark = pytest.mark.e2e  # every test trains or starts processes
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-JOB = os.path.join(REPO, "tests", "multihost_job.py")
+JOB = os.path.join(REPO, "tests", "support", "multihost_job.py")
 # 4 random-init GMs: two per process (trained GMs only add training time to the same path).
 ZOO = {"num_random_gms": 4, "num_trained_gms": 0, "images_per_gm": 4, "real_images": 4}
 _TIMING = {"seconds", "gm_seconds", "last_run_wall_seconds"}
@@ -31,7 +34,7 @@ _TIMING = {"seconds", "gm_seconds", "last_run_wall_seconds"}
 
 def launch_cmd(*command: str, processes: int = 2, devices: int = 2, grace_s: float = 10.0):
   """`command` (a .py script and its arguments) as a job of `processes` x `devices`."""
-  return [sys.executable, "-m", "revgm_jax.launch_local", f"--processes={processes}",
+  return [sys.executable, "-m", "revgm_jax.runtime.launch_local", f"--processes={processes}",
           f"--devices_per_process={devices}", f"--grace_s={grace_s}", "--", *command]
 
 
@@ -40,7 +43,8 @@ def launch(*job_args: str, grace_s: float = 10.0, timeout: float = 180.0, proces
   """Runs tests/multihost_job.py as a job of `processes` x `devices`: (exit status, stdout,
   stderr, seconds)."""
   cmd = launch_cmd(JOB, *job_args, processes=processes, devices=devices, grace_s=grace_s)
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(  # the job imports `support`
+      [REPO, os.path.join(REPO, "tests"), os.environ.get("PYTHONPATH", "")])}
   start = time.monotonic()
   with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                         text=True, start_new_session=True) as p:

@@ -2,7 +2,7 @@
 
 import json
 
-import tiny_run
+from support import tiny_run
 from experiments import claims
 from revgm_jax import config_utils
 from test_evaluation import _results

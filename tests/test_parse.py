@@ -13,8 +13,10 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-import tiny_run
-from revgm_jax import cli, inference, input_pipeline, parse
+from support import tiny_run
+from revgm_jax import inference, input_pipeline
+from revgm_jax.cli import main as cli
+from revgm_jax.cli import parse
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import calibration
 from revgm_jax.labels import RED116

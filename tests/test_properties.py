@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from revgm_jax import labels, splits, workdir as workdir_lib
+from revgm_jax import labels, workdir as workdir_lib
+from revgm_jax.data import splits
 from revgm_jax.evaluation import metrics
 from revgm_jax.losses import constraints
 

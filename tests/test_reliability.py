@@ -15,8 +15,10 @@ import zlib
 import numpy as np
 import pytest
 
-import tiny_run
-from revgm_jax import config_utils, inference, parse, stop_signal, train_lib, workdir_lock
+from support import tiny_run
+from revgm_jax import config_utils, inference, train_lib
+from revgm_jax.cli import parse
+from revgm_jax.runtime import stop_signal, workdir_lock
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.data import images
 
@@ -170,6 +172,7 @@ def test_parse_of_a_corrupt_best_step_exits_2_in_one_line(tiny, tmp_path, capsys
 
 # --- 4. one writer per workdir ----------------------------------------------------------------
 
+@pytest.mark.e2e
 def test_lock_names_its_holder_and_dies_with_it(tmp_path):
   workdir = str(tmp_path)
   with workdir_lock.hold(workdir):
@@ -269,6 +272,7 @@ def test_eval_py_of_a_corrupt_best_step_is_one_line_exit_2(tiny, tmp_path):
 
 # --- write errors: one line naming the path, exit 4 --------------------------------------------
 
+@pytest.mark.e2e
 def test_train_py_into_a_workdir_that_cannot_be_made_is_one_line_exit_4(tmp_path):
   (tmp_path / "file").write_text("")  # a file where a folder belongs: root cannot write there
   workdir = tmp_path / "file" / "w"

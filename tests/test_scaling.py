@@ -3,7 +3,11 @@
 import json
 import subprocess
 
-import tiny_run
+import pytest
+
+from support import tiny_run
+
+pytestmark = pytest.mark.e2e  # every test trains or starts processes
 
 
 def _scaling(tmp_path, red116_dir, *extra):

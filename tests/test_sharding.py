@@ -1,10 +1,15 @@
 """The mesh module: batch-size checks and host <-> mesh transfers on 8 simulated devices."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
-from revgm_jax import sharding
+from revgm_jax import config_check, config_utils, sharding
+
+DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                       "default.py")
 
 
 def test_mesh_spans_every_device_on_one_axis():
@@ -14,12 +19,13 @@ def test_mesh_spans_every_device_on_one_axis():
 
 
 def test_batch_size_must_split_over_the_devices():
-  mesh = sharding.make_mesh()
-  sharding.check_batch_size(16, mesh, "batch_size")
+  config = config_utils.load_config(DEFAULT, {"batch_size": 16, "eval_batch_size": 16})
+  config_check.check_config(config, 8)
   for bad in (12, 0):
-    with pytest.raises(ValueError, match=rf"config.eval_batch_size={bad} is not divisible by "
-                                         "the 8 devices"):
-      sharding.check_batch_size(bad, mesh, "eval_batch_size")
+    config.eval_batch_size = bad
+    with pytest.raises(config_utils.ConfigError, match=rf"config.eval_batch_size={bad} is not "
+                                                       "divisible by the 8 devices"):
+      config_check.check_config(config, 8)
 
 
 def test_host_batch_round_trip_keeps_rows_in_order():

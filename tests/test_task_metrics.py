@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from revgm_jax.evaluation import task_metrics as tm
-from revgm_jax.tasks import openset
+from revgm_jax.evaluation import classification, openset
 
 # Two real (0) and two generated (1) images; at threshold 0.6 one of each is misjudged.
 Y = np.array([0, 0, 1, 1])
@@ -74,7 +74,7 @@ def test_open_set_scores_rank_unknown_below_known(kind):
   e_unknown = np.array([0, 0, 0, 6.0]) + rng.normal(0, 0.5, (20, 4))
   p_unknown = np.full((20, 3), 1 / 3)
   stats = openset.fit(e_train, y_train, 3)
-  threshold = openset.thresholds(p_val, e_val, stats)[kind]
+  threshold = classification.thresholds(p_val, e_val, stats)[kind]
   s_known = openset.score(kind, p_test, e_test, stats)
   s_unknown = openset.score(kind, p_unknown, e_unknown, stats)
   assert s_unknown.max() < s_known.min()

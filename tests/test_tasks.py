@@ -5,14 +5,17 @@ schema, bad files, exit codes, a checkpoint of another task)."""
 import json
 import os
 import shutil
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import tiny_tasks
-from revgm_jax import cli, input_pipeline, parse, sharding, tasks
+from support import pipeline, tiny_run, tiny_tasks
+from revgm_jax import input_pipeline, sharding, tasks
+from revgm_jax.cli import main as cli
+from revgm_jax.cli import parse
 from revgm_jax.data import builder
 from revgm_jax.tasks import classify
 
@@ -26,7 +29,7 @@ def trained(request, tmp_path_factory, red116_dir):
 
 def _datasets(task, root, red116_dir, **overrides):
   c = tiny_tasks.config(task, str(root), red116_dir, **overrides)
-  return input_pipeline.get_datasets(c, sharding.make_mesh(jax.devices()[:1])), c
+  return pipeline.datasets(c, sharding.make_mesh(jax.devices()[:1])), c
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -155,3 +158,13 @@ def test_command_exit_codes(trained, images, capsys):
   assert rc == 1 and "no readable image" in err
   rc, _, err = _run(capsys, [command, "--checkpoint", str(images), str(images)])
   assert rc == 2 and "cannot load checkpoint" in err
+
+
+def test_eval_py_prints_the_table_of_the_workdir_s_task(trained, tmp_path):
+  task, workdir, _ = trained
+  status, out = tiny_run.run([sys.executable, "eval.py", f"--workdir={workdir}",
+                              f"--out_dir={tmp_path}"])
+  assert status == 0, out
+  table = ("held-out GMs (never trained on) vs real" if task == "detection"
+           else "known GMs + real")
+  assert table in out and "L1 cont." not in out, out  # not the parsing table

@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 
 import jax.numpy as jnp  # noqa: E402
 
-import tiny_run  # noqa: E402
+from support import tiny_run  # noqa: E402
 from benchmarks import torch_step  # noqa: E402
 from revgm_jax import config_utils, labels  # noqa: E402
 from revgm_jax.losses import constraints, parsing  # noqa: E402

@@ -16,12 +16,14 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-import tiny_run
-from revgm_jax import checkpointing, config_utils, input_pipeline, labels, sharding, steps
+from support import tiny_run
+from revgm_jax import checkpointing, config_utils, input_pipeline, labels, sharding, steps, tasks
 from revgm_jax import train_lib
 from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation import report
 from revgm_jax.models import model as model_lib
+
+pytestmark = pytest.mark.e2e  # every test trains or starts processes
 
 SIZE, BATCH = 16, 8
 
@@ -56,8 +58,8 @@ def _run(setup, mesh, num_steps, tx=None):
 
   Returns (state, host metrics of every step, compiled HLO text)."""
   tx = tx or setup["tx"]
-  step_fn = steps.make_train_step(setup["config"], setup["model"], tx, setup["space"],
-                                  setup["weights"], mesh)
+  task = tasks.get(setup["config"], setup["space"], setup["weights"])
+  step_fn = steps.make_train_step(task, setup["model"], tx, mesh)
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
   state = jax.device_put(setup["host_state"], replicated)
   if tx is not setup["tx"]:

@@ -15,7 +15,8 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from revgm_jax import labels, splits
+from revgm_jax import labels
+from revgm_jax.data import splits
 from revgm_jax.data import builder
 from revgm_jax.zoo import build, plan, presets
 from revgm_jax.zoo import generators as G

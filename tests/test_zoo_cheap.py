@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from revgm_jax import labels, splits
+from revgm_jax import labels
+from revgm_jax.data import splits
 from revgm_jax.zoo import autoencoders as A
 from revgm_jax.zoo import build, plan, presets
 from revgm_jax.zoo import generators as G

@@ -40,16 +40,13 @@ from PIL import Image
 import tensorflow_datasets as tfds
 from tqdm import tqdm
 
-from revgm_jax import config_utils, file_lock, labels
-from revgm_jax.data import images
+from revgm_jax import config_utils, labels
+from revgm_jax.runtime import file_lock
+from revgm_jax.data import DataError, images
 
 NAME = "revgm_images"
 REAL, REAL_ROW = labels.REAL, labels.REAL_ROW
 _MAX_THREADS = 16
-
-
-class DataError(ValueError):
-  """Input folder or label problem; the message names the folder or file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +192,7 @@ class RevgmImages(tfds.core.GeneratorBasedBuilder):
         yield gm.files[k], {
             "image": png, "gm_name": gm.name, "gm_row": gm.row,
             **{key: getattr(gt, key)[row] * (gm.row != REAL_ROW)
-               for key in ("net", "loss", "loss_group")},
+               for key in labels.LABEL_KEYS},
             "id": first_id + k, "file": f"{gm.name}/{gm.files[k]}"}
         if self._progress is not None:
           self._progress.update(1)

@@ -28,7 +28,6 @@ from typing import Mapping
 
 import numpy as np
 
-FAMILIES = ("disc", "group", "loss")
 GRID = np.exp(np.linspace(np.log(0.05), np.log(20.0), 161))  # candidate temperatures
 _EPS = 1e-7
 

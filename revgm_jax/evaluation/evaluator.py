@@ -12,12 +12,11 @@ from typing import Callable, Iterable, Mapping
 import jax
 import numpy as np
 
-from revgm_jax import sharding
+from revgm_jax import labels, sharding
 from revgm_jax.evaluation import metrics as metrics_lib
-from revgm_jax.labels import Space
 
 # Per-example batch entries that travel with the predictions ("label": detection, attribution).
-BATCH_KEYS = ("net", "loss", "loss_group", "gm_row", "id", "label")
+BATCH_KEYS = (*labels.LABEL_KEYS, "gm_row", "id", "label")
 
 
 def collect(predict_fn: Callable, variables, batches: Iterable[dict],
@@ -53,7 +52,7 @@ def selection_score(m: Mapping) -> float:
   return m["net_f1"] + m["loss_f1"] - 5.0 * m["cont_l1"]
 
 
-def model_metrics(per_example: Mapping, sums: Mapping, space: Space) -> dict:
+def model_metrics(per_example: Mapping, sums: Mapping, space: labels.Space) -> dict:
   """Example-weighted means of the loss sums (if any) and the parsing metrics, with the
   selection score."""
   count = sums["count"]

@@ -1,6 +1,6 @@
 """The evaluation report: metrics.json, a Markdown table in the paper's layout, figures.
 
-`results` (what `run.evaluate_workdir` returns and `metrics.json` holds):
+`results` (what `parsing.evaluate` returns and `metrics.json` holds):
   {"name": test-set label, "split": "test", "step": checkpoint step, "space": space name,
    "gms": test GM names, "num_images": int,
    "methods": {method: metrics.parsing_metrics dict}   (model, random_gt, majority, retrieval),
@@ -24,6 +24,7 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from revgm_jax import workdir as workdir_lib  # noqa: E402
 from revgm_jax.labels import Space  # noqa: E402
 
 METHOD_NAMES = {"model": "deep parser (ours)", "model_mean_fingerprint": "deep, mean of fingerprints",
@@ -281,7 +282,7 @@ def write_report(out_dir: str, results: Mapping, space: Space, figures: bool = T
                  fingerprints: Mapping[str, Mapping] | None = None) -> list[str]:
   """Writes metrics.json, report.md and (optionally) PNG figures; returns the written paths."""
   os.makedirs(out_dir, exist_ok=True)
-  paths = [os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "report.md")]
+  paths = [os.path.join(out_dir, workdir_lib.METRICS_FILE), os.path.join(out_dir, "report.md")]
   with open(paths[0], "w") as f:
     json.dump(results, f, indent=1)
   with open(paths[1], "w") as f:

@@ -1,198 +1,48 @@
-"""Evaluation of trained variables on a GM split: model, baselines, k-image curve, report.
+"""Evaluation, dispatched on the task: one entry for the metrics, the evaluation and the tables.
 
-`evaluate_workdir` takes variables already in memory: `train_and_evaluate` passes the selected
-step's at its end, `evaluate_checkpoint` (what `eval.py` runs) restores a checkpoint first. It
-writes `WORKDIR/report/` (see `report.py`) and returns the results. Both passes go through the
-one evaluator (`evaluator.collect`) with the predict function of `revgm_jax.steps`:
-  1. training GMs (at most config.eval.retrieval_images_per_gm images each): the mean
-     fingerprint of each training GM, the bank of the retrieval baseline;
-  2. the evaluated split: the model's per-image predictions and loss terms, the retrieval
-     prediction of every image, the random-ground-truth model's predictions (if
-     config.eval.random_gt_workdir is set; it must hold the same split), and the data of the
-     fingerprint figure.
+Parsing is `parsing.py`'s, detection and attribution `classification.py`'s. `evaluate_checkpoint`
+is what `eval.py` runs: the run's data prepared and split as training did, a checkpoint
+restored, then `evaluate`.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import functools
+from typing import Callable
 
-from absl import logging
 import jax
 import ml_collections
-import numpy as np
 
-from revgm_jax import inference, input_pipeline, sharding, steps, tasks
+from revgm_jax import config_check, inference, input_pipeline, sharding, tasks
 from revgm_jax import workdir as workdir_lib
-from revgm_jax.evaluation import aggregate, baselines, calibration, evaluator, metrics, report
-from revgm_jax.models import model as model_lib
+from revgm_jax.data import prepare, splits
+from revgm_jax.evaluation import classification, parsing
+
+_BY_TASK = {"parsing": parsing, "detection": classification, "attribution": classification}
 
 
-def _bank(predict_fn, variables, batches, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
-  """(GT rows [T], mean flattened fingerprint [T, D]) of the GMs present in `batches`."""
-  state = {"sums": None, "counts": np.zeros(num_rows, np.int64)}
-
-  def accumulate(per: dict) -> dict:
-    f = per["fingerprint"].reshape(len(per["gm_row"]), -1)
-    if state["sums"] is None:
-      state["sums"] = np.zeros((num_rows, f.shape[1]), np.float64)
-    np.add.at(state["sums"], per["gm_row"], f)
-    np.add.at(state["counts"], per["gm_row"], 1)
-    return {"gm_row": per["gm_row"]}
-
-  evaluator.collect(predict_fn, variables, batches, on_batch=accumulate)
-  present = np.nonzero(state["counts"])[0]
-  return present, state["sums"][present] / state["counts"][present, None]
+def model_metrics(task) -> Callable[[dict, dict], dict]:
+  """(per-example outputs, sums) -> validation metrics with the selection "score"."""
+  return functools.partial(_BY_TASK[task.name].model_metrics, task)
 
 
-class _Figures:
-  """Per-batch reduction of the evaluated split: retrieval predictions, the figure GMs' first
-  image and fingerprint and mean spectrum; fingerprints kept only if asked."""
-
-  def __init__(self, gt, bank, figure_rows, mean, std, keep_fingerprints):
-    self.gt, self.bank, self.rows = gt, bank, figure_rows
-    self.mean, self.std, self.keep = mean, std, keep_fingerprints
-    self.figs = {}
-
-  def __call__(self, per: dict) -> dict:
-    f, s = per.pop("fingerprint"), per.pop("spectrum")
-    image = per.pop("image", None)
-    per["retrieval"] = baselines.retrieval_predictions(self.gt, self.bank[0], self.bank[1],
-                                                       f.reshape(len(f), -1))
-    for i, row in enumerate(per["gm_row"]):
-      if row in self.rows:
-        if row not in self.figs:
-          self.figs[row] = {"image": image[i] * self.std + self.mean, "fingerprint": f[i],
-                            "spectrum": np.zeros_like(s[i], np.float64), "n": 0}
-        self.figs[row]["spectrum"] += s[i]
-        self.figs[row]["n"] += 1
-    if self.keep:
-      per["fingerprint"] = f
-    return per
-
-  def figures(self) -> dict:
-    return {self.gt.names[r]: {**d, "spectrum": d["spectrum"] / d["n"]}
-            for r, d in sorted(self.figs.items())}
+def evaluate(task, model, workdir: str, data: input_pipeline.Datasets, variables, *, step: int,
+             which: str, split: str = "test", out_dir: str = "") -> dict:
+  """Evaluates `variables` of `model` (step `step` of `workdir`'s `which` manager) on `split`,
+  writes the report (default WORKDIR/report) and returns the results (as metrics.json holds).
+  task: the run's (`tasks.get`, with its class weights)."""
+  return _BY_TASK[task.name].evaluate(task, model, workdir, data, variables, step=step,
+                                      which=which, split=split, out_dir=out_dir)
 
 
-def _fingerprint_curve(parse_fn, variables, fingerprints, target, rows, ks, seed, batch_size,
-                       space) -> dict:
-  """k-image metrics of the parser heads applied to the mean of k fingerprints."""
-  out = {}
-  for k in ks:
-    groups = aggregate.disjoint_groups(rows, k, seed)
-    if not len(groups):
-      continue
-    preds = [sharding.to_host(parse_fn(variables, fingerprints[groups[i:i + batch_size]].mean(1)))
-             for i in range(0, len(groups), batch_size)]
-    pred = jax.tree.map(lambda *a: np.concatenate(a, 0), *preds)
-    out[int(k)] = metrics.parsing_metrics(pred, aggregate.first_of_groups(target, groups), space)
-    out[int(k)]["num_gms"] = len(np.unique(rows[groups[:, 0]]))
-  return out
+def results_table(task_name: str, results: dict) -> str:
+  """What train.py prints of `train_lib.train_and_evaluate`'s results."""
+  return _BY_TASK[task_name].results_table(results)
 
 
-def _fit_calibration(predict_fn, variables, data: input_pipeline.Datasets) -> dict | None:
-  """Temperatures of the probability heads fitted on the validation GMs (`calibration.py`)."""
-  if not data.split.get("val"):
-    return None
-  drop = lambda per: {k: v for k, v in per.items() if k not in ("fingerprint", "spectrum")}
-  per, _ = evaluator.collect(predict_fn, variables, data.eval_iter("val"), on_batch=drop)
-  target = {k: per[k] for k in ("net", "loss", "loss_group")}
-  temps = calibration.fit(per["pred"], target)
-  return {"temperatures": temps, "fitted_on": "val", "num_images": len(per["gm_row"]),
-          "ece": {"val": calibration.before_after(per["pred"], target, temps,
-                                                  data.gt.space.group_of_loss)}}
-
-
-def _load_random_gt(path: str, test_gms: list[str], mesh) -> inference.Loaded:
-  """The random-ground-truth model; it must have been trained for the same test GMs."""
-  rgt = inference.load(path, mesh=mesh)
-  if sorted(rgt.split["test"]) != sorted(test_gms):
-    raise ValueError(f"config.eval.random_gt_workdir={path} was trained for test GMs "
-                     f"{rgt.split['test']}, not the evaluated {test_gms}")
-  if not rgt.config.data.shuffle_labels:
-    raise ValueError(f"config.eval.random_gt_workdir={path} was not trained with "
-                     "config.data.shuffle_labels=True")
-  return rgt
-
-
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str,
-                     data: input_pipeline.Datasets, variables, *, step: int, which: str,
-                     split: str = "test", out_dir: str = "") -> dict:
-  """Evaluates `variables` (of `workdir`'s run, step `step` of its `which` manager) on `split`
-  and writes the report to `out_dir` (default WORKDIR/report); returns the results dict of
-  `report.py` (as written to metrics.json)."""
-  gt, space, mesh = data.gt, data.gt.space, data.mesh
-  gms = data.split[split]
-  model = model_lib.create_model(config, space, axis_name=sharding.AXIS)
-  predict_fn = steps.make_predict_fn(config, model, space, mesh,
-                                     class_weights=data.class_weights, fingerprints=True)
-  logging.info("evaluating %s (%s step %d) on %d %s GMs", workdir, which, step, len(gms), split)
-  bank = _bank(predict_fn, variables,
-               data.eval_iter("train", max_per_gm=config.eval.retrieval_images_per_gm), len(gt))
-
-  figure_gms = gms[:config.eval.num_figure_gms] if config.eval.figures else []
-  rgt = (_load_random_gt(config.eval.random_gt_workdir, data.split["test"], mesh)
-         if config.eval.random_gt_workdir else None)
-  rgt_fn = inference.make_predict_fn(rgt) if rgt else None
-
-  def predict_all(v, batch):  # the model, and beside it what the report needs of the batch
-    out, sums = predict_fn(v["model"], batch)
-    if rgt_fn is not None:
-      out["rgt"] = rgt_fn(v["rgt"], batch)[0]["pred"]
-    if figure_gms:
-      out["image"] = batch["image"]
-    return out, sums
-
-  reduce = _Figures(gt, bank, set(gt.rows(figure_gms).tolist()), config.data.mean,
-                    config.data.std, config.eval.aggregate_fingerprints)
-  per, sums = evaluator.collect(
-      predict_all, {"model": variables, "rgt": rgt.variables if rgt else None},
-      data.eval_iter(split), on_batch=reduce)
-
-  target = {k: per[k] for k in ("net", "loss", "loss_group")}
-  rows = per["gm_row"]
-  preds = {"model": per["pred"]}
-  if rgt is not None:
-    preds["random_gt"] = per["rgt"]
-  preds["majority"] = baselines.majority_predictions(gt, gt.rows(data.split["train"]), len(rows))
-  preds["retrieval"] = per["retrieval"]
-  ks = tuple(config.eval.k_images)
-  k_images = {m: aggregate.k_image_metrics(p, target, rows, ks, space, config.seed)
-              for m, p in preds.items()}
-  if config.eval.aggregate_fingerprints:
-    parse_fn = steps.make_parse_fingerprint_fn(config, model, space)
-    k_images = {"model": k_images.pop("model"),
-                "model_mean_fingerprint": _fingerprint_curve(
-                    parse_fn, variables, per["fingerprint"], target, rows, ks, config.seed,
-                    config.eval_batch_size, space),
-                **k_images}
-  methods = {m: metrics.parsing_metrics(p, target, space) for m, p in preds.items()}
-  calib = _fit_calibration(predict_fn, variables, data)
-  if calib is not None:
-    calib["ece"][split] = calibration.before_after(per["pred"], target, calib["temperatures"],
-                                                   space.group_of_loss)
-  methods["model"] = evaluator.model_metrics(per, sums, space)
-  results = {
-      "name": (f"test set {config.data.test_set}" if split == "test" and not config.data.test_gms
-               else f"{split} GMs"),
-      "split": split, "step": int(step), "checkpoint": which, "space": space.name,
-      "workdir": workdir, "gms": list(gms), "num_images": len(rows),
-      "methods": methods, "k_images": k_images,
-      "confusion": [c.tolist() for c in metrics.confusion(preds["model"], target, space)],
-      "calibration": calib,
-  }
-  if rgt is not None:
-    results["random_gt_workdir"] = rgt.workdir
-  if jax.process_index() == 0:
-    out = out_dir or workdir_lib.report_dir(workdir)
-    with workdir_lib.writing(out):
-      paths = report.write_report(out, results, space, config.eval.figures, reduce.figures())
-    logging.info("evaluation report: %s", ", ".join(paths))
-    if calib is not None and not out_dir:  # the temperatures `revgm parse` applies
-      workdir_lib.write_json(workdir_lib.calibration_path(workdir),
-                             {**calib, "step": int(step), "checkpoint": which})
-  return results
+def report_table(task_name: str, results: dict) -> str:
+  """What eval.py prints of `evaluate`'s results."""
+  return _BY_TASK[task_name].report_table(results)
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str, split: str = "test",
@@ -203,7 +53,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str, spli
   """
   if workdir_lib.is_workdir(checkpoint):
     checkpoint = workdir_lib.checkpoint_dir(checkpoint, config.eval.which)
-  data = input_pipeline.get_datasets(config)
+  mesh = sharding.make_mesh()
+  config_check.check_config(config, sharding.num_devices(mesh), jax.process_count())
+  prepared = prepare.prepare(config)
+  data = input_pipeline.get_datasets(config, prepared, splits.draw(config, prepared), mesh)
   loaded = inference.load(checkpoint, config, data.mesh)
   if list(loaded.split[split]) != list(data.split[split]):
     raise ValueError(f"{checkpoint} was trained with {split} GMs {loaded.split[split]}, but the "
@@ -217,40 +70,5 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, checkpoint: str, spli
           "(docs/protocol.md#gm-splits): evaluate it with the code it was trained with, or "
           "train it again")
   task = tasks.get(config, data.gt.space, data.class_weights)
-  return task.evaluate(loaded.workdir, data, loaded.variables, step=loaded.step,
-                       which=loaded.which, split=split, out_dir=out_dir)
-
-
-def _combine_k_images(per_set: dict[str, dict]) -> dict:
-  """{method: {k: mean ± std over the sets of that k's metrics}}."""
-  # Keys as in metrics.json (str), whether a result was read back from it or is fresh (int).
-  curves = [{m: {str(k): v for k, v in c.items()} for m, c in res.get("k_images", {}).items()}
-            for res in per_set.values()]
-  methods = dict.fromkeys(m for c in curves for m in c)
-  return {m: {k: metrics.combine({i: c[m][k] for i, c in enumerate(curves)
-                                  if k in c.get(m, {})})
-              for k in sorted({k for c in curves for k in c.get(m, {})}, key=int)}
-          for m in methods}
-
-
-def write_summary(out_dir: str, per_set: dict[str, dict]) -> dict:
-  """Combines the results of several leave-out sets (one workdir each): mean ± std per method
-  and per k of the k-image curve over the sets that have it; writes summary.json, summary.md
-  and the mean k-image curve (summary_k_images.png) into `out_dir`."""
-  methods = dict.fromkeys(m for res in per_set.values() for m in res["methods"])
-  combined = {m: metrics.combine({s: res["methods"][m] for s, res in per_set.items()
-                                  if m in res["methods"]}) for m in methods}
-  k_images = _combine_k_images(per_set)
-  os.makedirs(out_dir, exist_ok=True)
-  summary = {"sets": {s: {"workdir": r.get("workdir"), "gms": r["gms"], "methods": r["methods"]}
-                      for s, r in per_set.items()}, "mean_std": combined,
-             "k_images_mean_std": k_images}
-  with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  with open(os.path.join(out_dir, "summary.md"), "w") as f:
-    f.write(report.summary_markdown(per_set, combined, k_images))
-  if k_images:
-    report.k_figure({m: {k: {key: s["mean"] for key, s in stats.items()}
-                         for k, stats in curve.items()} for m, curve in k_images.items()},
-                    os.path.join(out_dir, "summary_k_images.png"))
-  return summary
+  return evaluate(task, loaded.model, loaded.workdir, data, loaded.variables, step=loaded.step,
+                  which=loaded.which, split=split, out_dir=out_dir)

@@ -1,6 +1,6 @@
 """The report of a detection or attribution evaluation: metrics.json, report.md, figures.
 
-`results` is what `revgm_jax.tasks.evaluate.evaluate_classifier` returns; `curves` holds what
+`results` is what `revgm_jax.evaluation.classification.evaluate` returns; `curves` holds what
 only the figures need: {"roc": {name: {"fpr", "tpr"}}, "reliability": bins of
 `task_metrics.reliability`}. Figures: ROC curves, the reliability diagram and, for
 attribution, the confusion matrix (docs/tasks.md#metrics).
@@ -14,6 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
+from revgm_jax import workdir as workdir_lib
 from revgm_jax.evaluation.report import _table, fmt, plt
 
 DETECTION_COLUMNS = (("AUC ↑", "auc"), ("AP ↑", "ap"), ("acc@0.5 ↑", "accuracy"),
@@ -133,7 +134,7 @@ def write_report(out_dir: str, results: Mapping, curves: Mapping, figures: bool 
                  ) -> list[str]:
   """Writes metrics.json, report.md and (optionally) the figures; returns the written paths."""
   os.makedirs(out_dir, exist_ok=True)
-  paths = [os.path.join(out_dir, "metrics.json"), os.path.join(out_dir, "report.md")]
+  paths = [os.path.join(out_dir, workdir_lib.METRICS_FILE), os.path.join(out_dir, "report.md")]
   with open(paths[0], "w") as f:
     json.dump(results, f, indent=1)
   with open(paths[1], "w") as f:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from jax import lax
 
-from revgm_jax.config_utils import ConfigError
+from revgm_jax.config_check import check_continuous
 from revgm_jax.labels import Space
 
 HEAD_ACTIVATIONS = ("logits", "official")
@@ -58,14 +58,6 @@ def _log_gated(fine, group_yes):
 
 def _group_of_loss(space: Space):
   return jnp.asarray(space.group_of_loss)  # [L] static
-
-
-CONTINUOUS = ("mse", "l1", "bce")  # config.loss.continuous
-
-
-def check_continuous(kind: str) -> None:
-  if kind not in CONTINUOUS:
-    raise ConfigError(f"config.loss.continuous={kind!r}; use one of {CONTINUOUS}")
 
 
 def _continuous_error(z: jax.Array, y: jax.Array, kind: str) -> jax.Array:

@@ -7,13 +7,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from revgm_jax.config_utils import ConfigError
+from revgm_jax import config_check
 from revgm_jax.labels import NUM_CONTINUOUS, GroundTruth, Space
 from revgm_jax.models.fen import FEN
 from revgm_jax.models.parser import Parser
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-CONT_BIAS_INITS = ("mean", "torch")  # config.model.cont_bias_init
 _PRIOR_CLIP = 1e-3  # a column constant at 0 or 1 starts at sigmoid(bias) = 0.001 or 0.999
 
 
@@ -32,13 +31,10 @@ class RevGM(nn.Module):
     return f, self.parser(f, train)
 
 
-def check_cont_bias_init(config: ml_collections.ConfigDict) -> str:
-  """config.model.cont_bias_init, or a ConfigError naming the field; runs saved before the
-  field existed used PyTorch's init."""
-  kind = config.model.get("cont_bias_init", "torch")
-  if kind not in CONT_BIAS_INITS:
-    raise ConfigError(f"config.model.cont_bias_init={kind!r}; use one of {CONT_BIAS_INITS}")
-  return kind
+def dtype_of(config: ml_collections.ConfigDict):
+  """The compute dtype of config.model.dtype (a ConfigError names a wrong one)."""
+  config_check.check_dtype(config.model.dtype)
+  return DTYPES[config.model.dtype]
 
 
 def cont_bias(config: ml_collections.ConfigDict, gt: GroundTruth,
@@ -51,7 +47,7 @@ def cont_bias(config: ml_collections.ConfigDict, gt: GroundTruth,
   and a column constant over the zoo is slow to reach its value
   (docs/model.md#initial-bias-of-the-continuous-head).
   """
-  if check_cont_bias_init(config) == "torch":
+  if config_check.cont_bias_init(config) == "torch":
     return None
   mean = gt.net[gt.rows(list(train_gms)), :NUM_CONTINUOUS].astype(np.float64).mean(0)  # [9]
   p = np.clip(mean, _PRIOR_CLIP, 1 - _PRIOR_CLIP)
@@ -65,10 +61,7 @@ def create_model(config: ml_collections.ConfigDict, space: Space,
   `cont_bias_init` = `cont_bias(...)` where the model is initialised for training (elsewhere
   the variables are restored, and the init does not matter)."""
   m = config.model
-  if m.dtype not in DTYPES:
-    raise ValueError(f"config.model.dtype={m.dtype!r} is not supported; use one of "
-                     f"{sorted(DTYPES)}")
-  dtype = DTYPES[m.dtype]
+  dtype = dtype_of(config)
   fen = FEN(depth=m.fen_depth, width=m.fen_width, bn_momentum=m.bn_momentum,
             bn_epsilon=m.bn_epsilon, axis_name=axis_name, dtype=dtype)
   parser = Parser(space=space, widths=tuple(m.parser_widths), fc_width=m.fc_width,

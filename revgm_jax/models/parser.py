@@ -16,11 +16,6 @@ def encoder_output_size(image_size: int, num_blocks: int = 5) -> int:
   return image_size
 
 
-def flatten_size(image_size: int, widths: Sequence[int]) -> int:
-  """Length of the flattened encoder output (4608 for 64 x 64 and widths ending in 512)."""
-  return encoder_output_size(image_size, len(widths)) ** 2 * widths[-1]
-
-
 def _dense(x, features: int, dtype: Any, name: str, bias: Sequence[float] | None = None):
   """nn.Dense with PyTorch's default nn.Linear init, as in the official parsing network, or
   the given initial bias.
@@ -61,7 +56,7 @@ class Parser(nn.Module):
       x = nn.relu(Conv3x3(width, pad=2, kernel_init=TORCH_DEFAULT_KERNEL, dtype=self.dtype,
                           name=f"conv_{i}")(x))
       x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-    x = x.reshape(x.shape[0], -1)  # [B, flatten_size]
+    x = x.reshape(x.shape[0], -1)  # [B, encoder_output_size ** 2 * widths[-1]]
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
     x = nn.relu(_dense(x, self.fc_width, self.dtype, "fc"))  # [B, fc_width]
 

@@ -1,33 +1,27 @@
 """What one run learns: parsing, detection or attribution, selected by `config.task`.
 
 Every task goes through the same loop (`train_lib`), jitted programs (`steps`), data pipeline,
-checkpoints and evaluator; a task object supplies only what differs (docs/tasks.md):
+checkpoints and evaluator; a task object supplies only the in-step objective (docs/tasks.md):
   loss(fingerprint, outputs, batch, axis_name) -> (loss, terms)   per device, inside shard_map
   predictions(outputs) -> per-example outputs                     what "pred" holds
-  metrics(per_example, sums) -> dict with "score"                 validation and model selection
-  evaluate(workdir, data, variables, step=, which=, split=, out_dir=) -> results  the report
-  results_table(train_and_evaluate's results) -> str              what train.py prints
   summary_keys                                                    the console line per validation
-The model comes from `create_model`: the parser for parsing, FEN + classifier otherwise.
+  name, config, class_weights
+Its metrics, evaluation and results table are `revgm_jax.evaluation`'s (one dispatch on the
+task, `evaluation.run`). The model comes from `create_model`: the parser for parsing, FEN +
+classifier otherwise.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
-from revgm_jax import labels
+from revgm_jax import config_check, labels
+from revgm_jax.data import splits
 from revgm_jax.models import classifier, fen as fen_lib, model as model_lib
-from revgm_jax.tasks import classes, classify, parsing
+from revgm_jax.tasks import classify, parsing
 
-TASKS = ("parsing", "detection", "attribution")
-
-
-def name(config: ml_collections.ConfigDict) -> str:
-  """config.task; runs saved before tasks existed have no field and are parsing runs."""
-  task = config.get("task", "parsing")
-  if task not in TASKS:
-    raise ValueError(f"config.task={task!r}; use one of {', '.join(TASKS)}")
-  return task
+TASKS = config_check.TASKS
+name = config_check.task_name
 
 
 def get(config: ml_collections.ConfigDict, space: labels.Space, class_weights=None):
@@ -47,13 +41,10 @@ def create_model(config: ml_collections.ConfigDict, space: labels.Space, split: 
     bias = None if gt is None else model_lib.cont_bias(config, gt, split["train"])
     return model_lib.create_model(config, space, axis_name=axis_name, cont_bias_init=bias)
   m = config.model
-  if m.dtype not in model_lib.DTYPES:
-    raise ValueError(f"config.model.dtype={m.dtype!r} is not supported; use one of "
-                     f"{sorted(model_lib.DTYPES)}")
-  dtype = model_lib.DTYPES[m.dtype]
+  dtype = model_lib.dtype_of(config)
   fen = fen_lib.FEN(depth=m.fen_depth, width=m.fen_width, bn_momentum=m.bn_momentum,
                     bn_epsilon=m.bn_epsilon, axis_name=axis_name, dtype=dtype)
   head = classifier.Classifier(
-      num_classes=classes.num_classes(task, split), widths=tuple(m.classifier_widths),
+      num_classes=splits.num_classes(task, split), widths=tuple(m.classifier_widths),
       kernels=tuple(m.classifier_kernels), fc_width=m.fc_width, dropout=m.dropout, dtype=dtype)
   return classifier.FingerprintClassifier(fen=fen, classifier=head, input=m.classifier_input)

@@ -1,7 +1,6 @@
 """Detection and attribution as tasks: FEN constraints with the classification coefficients
 plus a weighted cross-entropy (docs/tasks.md#losses), class probabilities and the penultimate
-embedding as predictions, classification metrics for model selection. Metrics and reports
-(scikit-learn, matplotlib) are imported where used: inference imports this module."""
+embedding as predictions (their metrics are `revgm_jax.evaluation.classification`'s)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from jax import lax
 
 from revgm_jax.losses import constraints
@@ -53,27 +51,3 @@ class ClassifyTask:
 
   def predictions(self, outputs):
     return {"prob": jax.nn.softmax(outputs["logits"], -1), "embedding": outputs["embedding"]}
-
-  def metrics(self, per_example, sums) -> dict:
-    """Loss means and the closed-set metrics of labelled examples; score: detection AUC or
-    attribution accuracy."""
-    from revgm_jax.evaluation import task_metrics  # pylint: disable=g-import-not-at-top
-    out = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
-    prob, label = np.asarray(per_example["pred"]["prob"]), np.asarray(per_example["label"])
-    known = label >= 0
-    if self.name == "detection":
-      out.update(task_metrics.detection_metrics(prob[known, 1], label[known]))
-      out["score"] = out["auc"] if out["auc"] is not None else out["accuracy"]
-    else:
-      m = task_metrics.attribution_metrics(prob[known], label[known])
-      out.update({k: v for k, v in m.items() if k != "confusion"})
-      out["score"] = out["accuracy"]
-    return out
-
-  def results_table(self, results: dict) -> str:
-    from revgm_jax.evaluation import task_report  # pylint: disable=g-import-not-at-top
-    return task_report.results_table(results)
-
-  def evaluate(self, workdir, data, variables, **kwargs) -> dict:
-    from revgm_jax.tasks import evaluate  # pylint: disable=g-import-not-at-top (-> steps)
-    return evaluate.evaluate_classifier(self, workdir, data, variables, **kwargs)

@@ -1,6 +1,5 @@
-"""Model parsing as a task (docs/losses.md, docs/protocol.md): the FEN constraints plus the
-parsing losses, the parser's predictions, the parsing metrics and the parsing report (the
-evaluation modules imported where used: inference imports this module)."""
+"""Model parsing as a task (docs/losses.md): the FEN constraints plus the parsing losses, and
+the parser's predictions."""
 
 from __future__ import annotations
 
@@ -37,6 +36,7 @@ class ParsingTask:
   space: labels.Space
   class_weights: dict | None = None
   summary_keys = ("loss", "fen", "parsing", "score", "cont_l1", "net_f1", "loss_f1")
+  name = "parsing"
 
   def loss(self, fingerprint, outputs, batch, axis_name):
     return total_loss(fingerprint, outputs, batch, config=self.config, space=self.space,
@@ -44,15 +44,3 @@ class ParsingTask:
 
   def predictions(self, outputs):
     return parsing.predictions(outputs, self.space, self.config.model.head_activation)
-
-  def metrics(self, per_example, sums) -> dict:
-    from revgm_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-    return evaluator.model_metrics(per_example, sums, self.space)
-
-  def results_table(self, results: dict) -> str:
-    from revgm_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-    return report.results_table(results)
-
-  def evaluate(self, workdir, data, variables, **kwargs) -> dict:
-    from revgm_jax.evaluation import run  # pylint: disable=g-import-not-at-top (run -> steps)
-    return run.evaluate_workdir(self.config, workdir, data, variables, **kwargs)

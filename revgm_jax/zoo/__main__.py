@@ -16,7 +16,8 @@ from absl import flags
 import ml_collections
 from ml_collections import config_flags
 
-from revgm_jax import cli_flags, config_utils
+from revgm_jax import config_utils
+from revgm_jax.cli import cli_flags
 from revgm_jax.zoo import presets
 
 PROG = "python -m revgm_jax.zoo"

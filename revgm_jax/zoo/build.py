@@ -36,7 +36,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from revgm_jax import config_utils, file_lock, labels
+from revgm_jax import config_utils, labels
+from revgm_jax.runtime import file_lock
 from revgm_jax.zoo import autoencoders as A
 from revgm_jax.zoo import plan as P
 from revgm_jax.zoo import real

@@ -1,6 +1,6 @@
 """Joining a multi-process JAX job: from a scheduler's environment or from explicit settings.
 
-One job runs as many processes (a TPU pod, several GPU nodes, or `revgm_jax.launch_local` on
+One job runs as many processes (a TPU pod, several GPU nodes, or `revgm_jax.runtime.launch_local` on
 one machine) that see one global set of devices. Each must call `initialize` before its first
 JAX computation. Sources of the coordinator address, process count and process id, by
 precedence:
@@ -19,7 +19,7 @@ that stops the run is made alike on every process (`from_process_0`, `process_va
 
 JAX's preemption service is turned off: it installs a C SIGTERM handler whose agreed step never
 comes for a notice received before the first step or in a run resumed past step 1.
-`revgm_jax.stop_signal` catches SIGTERM itself, on every process, and agrees on the step.
+`revgm_jax.runtime.stop_signal` catches SIGTERM itself, on every process, and agrees on the step.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def initialize(cfg: ml_collections.ConfigDict | None = None) -> bool:
       raise ValueError(
           "config.distributed.multihost=True but JAX found no cluster to join (Cloud TPU, SLURM, "
           "Open MPI, Kubernetes); set --config.distributed.coordinator_address, num_processes "
-          f"and process_id, or start the job with python -m revgm_jax.launch_local ({e})") from None
+          "and process_id, or start the job with python -m revgm_jax.runtime.launch_local "
+          f"({e})") from None
   else:
     return False
   _exit_on_uncaught_exception()

@@ -7,8 +7,8 @@ the `:tiny` presets of configs/detection.py and configs/attribution.py, a few st
 
 import os
 
-import gm_folders
-import tiny_run
+from support import gm_folders
+from support import tiny_run
 from revgm_jax import config_utils
 
 CONFIGS = {t: os.path.join(tiny_run.REPO, "configs", f"{t}.py:tiny")

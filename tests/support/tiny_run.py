@@ -15,10 +15,10 @@ import time
 
 import pytest
 
-import gm_folders
+from support import gm_folders
 from revgm_jax import config_utils
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT = os.path.join(REPO, "configs", "default.py")
 TINY = DEFAULT + ":tiny"
 GMS = ("AAE", "ACGAN", "CONT_ENC", "DCGAN", "BEGAN", "WGAN", "BIGGAN_128", "STARGAN")

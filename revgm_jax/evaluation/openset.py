@@ -8,6 +8,7 @@ Every score is a "knownness" (higher = more likely known; docs/tasks.md#open-set
 The class means and covariance come from training images, the threshold that decides
 "unknown" from validation images of the known classes (the one accepting 95 % of them). They
 are saved beside the checkpoint they belong to, so that `revgm attribute` can decide alone.
+NumPy only: `revgm attribute` imports this module, and starts without scikit-learn.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import numpy as np
 
 SCORES = ("msp", "cosine", "mahalanobis")
-TPR = 0.95  # share of validation known images the threshold accepts
+TPR = 0.95  # share of validation known images the threshold accepts (`classification.py`)
 _DIR = "openset"
 
 
@@ -48,12 +49,6 @@ def score(kind: str, prob, embedding, stats: dict) -> np.ndarray:
     return -np.einsum("nkd,de,nke->nk", d, stats["precision"], d).min(1)
   raise ValueError(f"open-set score {kind!r}; use one of {', '.join(SCORES)} "
                    "(config.eval.open_set_score)")
-
-
-def thresholds(prob, embedding, stats: dict) -> dict:
-  """{score kind: threshold accepting TPR of these (validation, known) images}."""
-  from revgm_jax.evaluation import task_metrics  # pylint: disable=g-import-not-at-top (sklearn)
-  return {k: task_metrics.threshold_at_tpr(score(k, prob, embedding, stats), TPR) for k in SCORES}
 
 
 def path(workdir: str, which: str, step: int) -> str:

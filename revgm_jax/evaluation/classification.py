@@ -1,4 +1,5 @@
-"""Evaluation of a detection or attribution model: test metrics, unknown GMs, the report.
+"""Evaluation of a detection or attribution model: validation metrics, test metrics, unknown
+GMs, the report.
 
 One pass of the one evaluator (`evaluator.collect`, the predict function of `revgm_jax.steps`)
 per split: the test images of the known classes, the held-out ("unknown") GMs, and for
@@ -15,10 +16,40 @@ import jax
 import numpy as np
 from sklearn import metrics as skm
 
-from revgm_jax import sharding, steps, tasks
+from revgm_jax import steps
 from revgm_jax import workdir as workdir_lib
-from revgm_jax.evaluation import evaluator, task_metrics, task_report
-from revgm_jax.tasks import classes, openset
+from revgm_jax.data import splits
+from revgm_jax.evaluation import evaluator, openset, task_metrics, task_report
+
+results_table = task_report.results_table
+
+
+def report_table(results: dict) -> str:
+  """What eval.py prints of one report: the task's tables."""
+  return "\n".join(task_report.tables(results))
+
+
+def model_metrics(task, per_example, sums) -> dict:
+  """Loss means and the closed-set metrics of labelled examples; score: detection AUC or
+  attribution accuracy (model selection)."""
+  out = {k: v / sums["count"] for k, v in sums.items() if k != "count"}
+  prob, label = np.asarray(per_example["pred"]["prob"]), np.asarray(per_example["label"])
+  known = label >= 0
+  if task.name == "detection":
+    out.update(task_metrics.detection_metrics(prob[known, 1], label[known]))
+    out["score"] = out["auc"] if out["auc"] is not None else out["accuracy"]
+  else:
+    m = task_metrics.attribution_metrics(prob[known], label[known])
+    out.update({k: v for k, v in m.items() if k != "confusion"})
+    out["score"] = out["accuracy"]
+  return out
+
+
+def thresholds(prob, embedding, stats: dict) -> dict:
+  """{open-set score kind: threshold accepting openset.TPR of these (validation, known)
+  images}."""
+  return {k: task_metrics.threshold_at_tpr(openset.score(k, prob, embedding, stats), openset.TPR)
+          for k in openset.SCORES}
 
 
 def _roc(y, score) -> dict | None:
@@ -53,7 +84,7 @@ def _attribution(test, unknown, train, val) -> tuple[dict, dict, dict, dict]:
   """(closed-set and open-set metrics, open-set stats, thresholds, open-set ROC curves)."""
   num_classes = test["pred"]["prob"].shape[1]
   stats = openset.fit(train["pred"]["embedding"], train["label"], num_classes)
-  thresh = openset.thresholds(val["pred"]["prob"], val["pred"]["embedding"], stats)
+  thresh = thresholds(val["pred"]["prob"], val["pred"]["embedding"], stats)
   prob = test["pred"]["prob"]
   out = {"closed": task_metrics.attribution_metrics(prob, test["label"]), "open": {}}
   rocs = {}
@@ -84,16 +115,14 @@ def _flat(task: str, m: dict, val_metrics: dict, score_kind: str) -> dict:
   return out
 
 
-def evaluate_classifier(task, workdir: str, data, variables, *, step: int, which: str,
-                        split: str = "test", out_dir: str = "") -> dict:
-  """Evaluates `variables` (step `step` of `workdir`'s `which` manager) on `split` and the
-  unknown GMs, writes the report (default WORKDIR/report) and, for attribution, the open-set
-  statistics of that step (`openset.save`); returns the results (as metrics.json holds)."""
-  config, space = task.config, data.gt.space
-  name = tasks.name(config)
-  model = tasks.create_model(config, space, data.split, axis_name=sharding.AXIS)
-  predict_fn = steps.make_predict_fn(config, model, space, data.mesh,
-                                     class_weights=data.class_weights)
+def evaluate(task, model, workdir: str, data, variables, *, step: int, which: str,
+             split: str = "test", out_dir: str = "") -> dict:
+  """Evaluates `variables` of `model` (step `step` of `workdir`'s `which` manager) on `split`
+  and the unknown GMs, writes the report (default WORKDIR/report) and, for attribution, the
+  open-set statistics of that step (`openset.save`); returns the results (as metrics.json
+  holds). task: the run's, with its class weights."""
+  config, name = task.config, task.name
+  predict_fn = steps.make_predict_fn(task, model, data.mesh)
 
   def run(split_name: str, **kw):
     return evaluator.collect(predict_fn, variables, data.eval_iter(split_name, **kw))
@@ -102,13 +131,13 @@ def evaluate_classifier(task, workdir: str, data, variables, *, step: int, which
                name, split)
   test, sums = run(split)
   unknown = run("unknown")[0] if data.split["unknown"] else None
-  names = classes.class_names(name, data.split)
+  names = splits.class_names(name, data.split)
   results = {"task": name, "name": f"{split} images of the known classes",
              "split": split, "step": int(step), "checkpoint": which, "workdir": workdir,
-             "classes": names, "known_gms": [n for n in data.split["train"] if n != classes.REAL],
+             "classes": names, "known_gms": [n for n in data.split["train"] if n != splits.REAL],
              "unknown_gms": list(data.split["unknown"]), "num_images": len(test["label"]),
              "num_unknown_images": 0 if unknown is None else len(unknown["label"])}
-  model_metrics = task.metrics(test, sums)
+  test_metrics = model_metrics(task, test, sums)
   if name == "detection":
     m, curves = _detection(test, unknown, data.gt.names)
   else:
@@ -123,7 +152,7 @@ def evaluate_classifier(task, workdir: str, data, variables, *, step: int, which
     results["thresholds"] = thresh
     results["confusion"] = m["closed"]["confusion"]
   results["metrics"] = m
-  results["methods"] = {"model": _flat(name, m, {k: v for k, v in model_metrics.items()
+  results["methods"] = {"model": _flat(name, m, {k: v for k, v in test_metrics.items()
                                                  if k in ("loss", "fen", "ce")},
                                        config.eval.open_set_score)}
   if jax.process_index() == 0:

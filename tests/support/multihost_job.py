@@ -1,4 +1,4 @@
-"""One process of the jobs that tests/test_multihost.py starts with revgm_jax.launch_local.
+"""One process of the jobs that tests/test_multihost.py starts with revgm_jax.runtime.launch_local.
 
   multihost_job.py collectives         the job's shape, a cross-process psum and allgather, the
                                        values processes agree on, a stop check
@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from revgm_jax import distributed, stop_signal
+from revgm_jax.runtime import distributed, stop_signal
 
 
 def collectives():
@@ -70,7 +70,7 @@ def zoo(out: str, overrides: str):
 
 def train(spec: str):
   import jax  # pylint: disable=g-import-not-at-top
-  import tiny_run  # pylint: disable=g-import-not-at-top
+  from support import tiny_run  # pylint: disable=g-import-not-at-top
   from revgm_jax import input_pipeline, train_lib  # pylint: disable=g-import-not-at-top
   spec = json.loads(spec)
   config = tiny_run.config(spec["root"], spec["labels"], **spec["overrides"])
@@ -94,6 +94,6 @@ def train(spec: str):
 
 
 if __name__ == "__main__":
-  assert distributed.initialize(), "not started by revgm_jax.launch_local"
+  assert distributed.initialize(), "not started by revgm_jax.runtime.launch_local"
   {"collectives": collectives, "fail": fail, "zoo": zoo,
    "train": train}[sys.argv[1]](*sys.argv[2:])

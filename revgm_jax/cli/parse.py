@@ -4,7 +4,7 @@ r"""`revgm parse`: the hyperparameters of the generator that made a set of image
   revgm parse --checkpoint WORKDIR/latest/1500 imgs/ --json
   revgm parse --checkpoint WORKDIR --each CASES/ --json        # one generator per subfolder
   revgm parse --checkpoint WORKDIR imgs/ --report parse.html    # + a one-page visual report
-  python -m revgm_jax.parse --checkpoint WORKDIR a.png b.png   # the same, without `revgm`
+  python -m revgm_jax.cli.parse --checkpoint WORKDIR a.png b.png   # the same, without `revgm`
 
 The images are assumed to come from ONE generator: the per-image outputs are averaged
 (continuous values, class probabilities, gated loss-type probabilities; `--aggregate fingerprint`
@@ -44,7 +44,8 @@ from absl import flags, logging  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from revgm_jax import cli_flags, config_utils, inference, parse_result  # noqa: E402
+from revgm_jax import config_utils, inference  # noqa: E402
+from revgm_jax.cli import cli_flags, parse_result  # noqa: E402
 from revgm_jax.data import images as images_lib  # noqa: E402
 
 
@@ -156,7 +157,8 @@ def run(args: types.SimpleNamespace) -> int:
       continue
     parsed += 1
     if args.report:
-      from revgm_jax import parse_html  # pylint: disable=g-import-not-at-top
+      # Imported for --report only: matplotlib would slow every other parse's start.
+      from revgm_jax.cli import parse_html  # pylint: disable=g-import-not-at-top
       path = (os.path.join(args.report, os.path.basename(folder) + ".html") if args.each
               else args.report)
       doc["report"] = os.path.abspath(parse_html.write(path, doc, arrays))
@@ -186,8 +188,8 @@ def _write(text: str) -> int:
   return 0
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.parse") -> int:
-  """`python -m revgm_jax.parse ARGS` (argv: ARGS); flags and image paths in any order."""
+def main(argv: list[str] | None = None, prog: str = "python -m revgm_jax.cli.parse") -> int:
+  """`python -m revgm_jax.cli.parse ARGS` (argv: ARGS); flags and image paths in any order."""
   fv = flags.FlagValues()
   cli_flags.define_checkpoint_flags(
       fv, "Training workdir, WORKDIR/best or WORKDIR/latest[/STEP].")

@@ -1,18 +1,18 @@
 r"""Runs a command as one multi-process JAX job on this machine, each process with CPU devices.
 
-  python -m revgm_jax.launch_local --processes 2 --devices_per_process 2 -- \
+  python -m revgm_jax.runtime.launch_local --processes 2 --devices_per_process 2 -- \
       train.py --config configs/default.py:tiny --config.data.zoo_dir=/tmp/zoo --workdir /tmp/w
 
 Tries multi-host code paths (process-split data, cross-process collectives) without a cluster.
 Process i gets $REVGM_COORDINATOR_ADDRESS (127.0.0.1 and a free port), $REVGM_NUM_PROCESSES
-and $REVGM_PROCESS_ID, which `revgm_jax.distributed.initialize` reads, and JAX_PLATFORMS=cpu
+and $REVGM_PROCESS_ID, which `revgm_jax.runtime.distributed.initialize` reads, and JAX_PLATFORMS=cpu
 with XLA_FLAGS for D host devices. A command starting with a .py script, -m or -c runs with
 this Python. Output lines are prefixed [p<i>]. When a process fails, the others get --grace_s
 seconds to end (a peer blocked in a collective never would) before they are terminated; the
 exit status is then the failed process's. The first SIGTERM or Ctrl-C (SIGINT) to the launcher
 goes on to every process as SIGTERM, which a training takes as a stop (each saves the same step
-and exits with status 3: revgm_jax/stop_signal.py), and the launcher waits for them; a second
-one terminates them at once.
+and exits with status 3: revgm_jax/runtime/stop_signal.py), and the launcher waits for them; a
+second one terminates them at once.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 
 from absl import app, flags
 
-from revgm_jax import distributed
+from revgm_jax.runtime import distributed
 
 _PROCESSES = flags.DEFINE_integer("processes", 2, "Processes in the job.", lower_bound=1)
 _DEVICES = flags.DEFINE_integer("devices_per_process", 1, "CPU devices of each process.",
@@ -171,7 +171,7 @@ def launch(command: list[str], processes: int, devices: int, grace_s: float) -> 
 
 def main(argv: list[str]):
   if len(argv) < 2:
-    raise app.UsageError("give the command after --, e.g. python -m revgm_jax.launch_local "
+    raise app.UsageError("give the command after --, e.g. python -m revgm_jax.runtime.launch_local "
                          "--processes 2 -- train.py --config configs/default.py:tiny")
   signal.signal(signal.SIGTERM, signal.default_int_handler)  # until the processes run
   try:

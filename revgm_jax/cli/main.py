@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import sys
 
-from revgm_jax import classify_cli, parse
+from revgm_jax.cli import classify, parse
+
+
+def _prepare(argv: list[str], prog: str) -> int:
+  # Imported when run: TensorFlow and the zoo would slow every other command's start.
+  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  return prepare.main(argv, prog)
+
 
 COMMANDS = {  # name: (main, one-line description)
     "parse": (parse.main, parse.DESCRIPTION),
-    "detect": (classify_cli.detect_main, classify_cli.DESCRIPTIONS["detect"]),
-    "attribute": (classify_cli.attribute_main, classify_cli.DESCRIPTIONS["attribute"]),
+    "detect": (classify.detect_main, classify.DESCRIPTIONS["detect"]),
+    "attribute": (classify.attribute_main, classify.DESCRIPTIONS["attribute"]),
+    "prepare": (_prepare, "Build (or find) the TFRecords of a config's data: the zoo or an "
+                "image folder."),
 }
 
 

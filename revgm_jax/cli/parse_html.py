@@ -18,7 +18,7 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from revgm_jax import parse_result  # noqa: E402
+from revgm_jax.cli import parse_result  # noqa: E402
 
 NUM_EXAMPLES = 4  # input images shown with their fingerprints
 

@@ -29,8 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from absl import flags, logging  # noqa: E402
 import numpy as np  # noqa: E402
 
-from revgm_jax import cli_flags, inference, parse, steps  # noqa: E402
-from revgm_jax.tasks import classes, openset  # noqa: E402
+from revgm_jax import inference  # noqa: E402
+from revgm_jax.cli import cli_flags, parse  # noqa: E402
+from revgm_jax.data import splits  # noqa: E402
+from revgm_jax.evaluation import openset  # noqa: E402
 
 DESCRIPTIONS = {"detect": "Real or generated: P(generated) of each image (a detection model).",
                 "attribute": "Which known source made each image, or none of them (an "
@@ -118,7 +120,7 @@ def run(command: str, args: types.SimpleNamespace) -> int:
     print(f"revgm {command}: no readable image among {len(files)} file(s) "
           f"({len(skipped)} skipped)", file=sys.stderr)
     return 1
-  predict_fn = steps.make_predict_fn(loaded.config, loaded.model, loaded.space, loaded.mesh)
+  predict_fn = inference.make_predict_fn(loaded, fingerprints=False)
   pred = inference.predict(loaded, images, args.batch_size, predict_fn)["pred"]
   result = {"task": task, "checkpoint": {"workdir": loaded.workdir, "which": loaded.which,
                                          "step": loaded.step},
@@ -129,8 +131,8 @@ def run(command: str, args: types.SimpleNamespace) -> int:
     saved = openset.load(loaded.workdir, loaded.which, loaded.step)
     kind = loaded.config.eval.open_set_score
     result["images"], result["summary"] = attribute_results(
-        pred, used, classes.class_names(task, loaded.split), args.top, kind, saved)
-    result["classes"] = classes.class_names(task, loaded.split)
+        pred, used, splits.class_names(task, loaded.split), args.top, kind, saved)
+    result["classes"] = splits.class_names(task, loaded.split)
     result["open_set_note"] = None if saved is not None else (
         f"no open-set thresholds for {loaded.which} step {loaded.step} (never evaluated); "
         f"run `python eval.py --workdir {loaded.workdir}` to add them")
