@@ -120,6 +120,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.which = "best"  # checkpoint the report evaluates: best (on val GMs) | latest
   config.eval.retrieval_images_per_gm = 100  # train images per GM in the retrieval bank; 0 = all
   config.eval.aggregate_fingerprints = True  # k-image curve also for the mean of k fingerprints
+  # "spectral features + linear heads" fitted beside the deep parser; each head of `revgm parse`
+  # takes its answer from either (or their mean) as the validation GMs decide
+  # (docs/protocol.md#the-parsers-answer).
+  config.eval.spectral = True
   config.eval.random_gt_workdir = ""  # the same run with data.shuffle_labels=True (report row)
   config.eval.num_figure_gms = 4  # test GMs shown in the fingerprint / spectrum figure
 

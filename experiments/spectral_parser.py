@@ -34,7 +34,7 @@ from revgm_jax import labels  # noqa: E402
 from revgm_jax.data import splits  # noqa: E402
 from revgm_jax.cli import cli_flags  # noqa: E402
 from revgm_jax.evaluation import baselines, metrics  # noqa: E402
-from revgm_jax.features import linear, spectral  # noqa: E402
+from revgm_jax.features import fitting, linear, spectral  # noqa: E402
 from revgm_jax.zoo import build  # noqa: E402
 
 _CONFIG = cli_flags.define_config_file(
@@ -83,7 +83,7 @@ def evaluate_set(gt, x, rows, split, config) -> dict:
   """{"test": {row: metrics}, "val": {row: metrics}, "fit_s": seconds, "chosen": ...}."""
   train_rows = gt.rows(split["train"])
   start = time.time()
-  parser = linear.fit(x, rows, gt, train_rows, unit=_UNIT.value,
+  parser = fitting.fit(x, rows, gt, train_rows, unit=_UNIT.value,
                       images_per_gm=_FIT_IMAGES.value, pca_dims=_PCA.value,
                       class_weight=None if _CLASS_WEIGHT.value == "none" else "balanced",
                       seed=config.seed)

@@ -38,6 +38,7 @@ RESULTS_FILE = "results.json"
 REPORT_DIR = "report"
 METRICS_FILE = "metrics.json"  # in REPORT_DIR
 CALIBRATION_FILE = "calibration.json"
+SPECTRAL_FILE = "spectral_parser.npz"  # the spectral parser `revgm parse` applies
 LOCK_FILE = "lock"
 CORRUPT_DIR = "corrupt"
 EVENTS_GLOB = "events.out.tfevents.*"
@@ -89,6 +90,10 @@ def metrics_path(workdir: str) -> str:
 
 def calibration_path(workdir: str) -> str:
   return os.path.join(workdir, CALIBRATION_FILE)
+
+
+def spectral_path(workdir: str) -> str:
+  return os.path.join(workdir, SPECTRAL_FILE)
 
 
 def write_json(path: str, obj) -> None:
@@ -188,8 +193,7 @@ def split_change(workdir: str, split: dict) -> str | None:
 def clear(workdir: str) -> None:
   """Deletes the run a workdir holds (train.py --overwrite): metadata, checkpoints, results."""
   names = (CONFIG_FILE, LABELS_FILE, LABELS_DIR, LATEST, BEST, RESULTS_FILE, REPORT_DIR,
-           CALIBRATION_FILE,
-           CORRUPT_DIR)
+           CALIBRATION_FILE, SPECTRAL_FILE, CORRUPT_DIR)
   for path in [os.path.join(workdir, n) for n in names] + glob.glob(
       os.path.join(workdir, EVENTS_GLOB)):
     if os.path.isdir(path):

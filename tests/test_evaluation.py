@@ -51,9 +51,9 @@ def test_report_files_tables_and_figures(red116_dir, tmp_path):
   assert back["methods"]["majority"]["cont_l1"] == results["methods"]["majority"]["cont_l1"]
   md = (tmp_path / "report.md").read_text()
   maj = results["methods"]["majority"]
-  assert "| model (ours) | 0.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in md
+  assert "| deep parser (ours) | 0.000 | 1.000 | 1.000 | 1.000 | 1.000 |" in md
   assert f"| mean / majority | {maj['cont_l1']:.3f} | {maj['net_acc']:.3f} | " in md
-  assert "| group: pixel |" in md and "| num_params |" in md and "| model (ours) | 2 | 12 |" in md
+  assert "| group: pixel |" in md and "| num_params |" in md and "| deep parser (ours) | 2 | 12 |" in md
 
 
 def test_report_without_figures_and_summary_over_sets(red116_dir, tmp_path):
@@ -66,8 +66,8 @@ def test_report_without_figures_and_summary_over_sets(red116_dir, tmp_path):
   combined = {m: metrics.combine({s: r["methods"][m] for s, r in per_set.items()})
               for m in ("model", "majority")}
   md = report.summary_markdown(per_set, combined)
-  assert "| mean ± std (2 sets) | model (ours) | 0.050 ± 0.050 | 1.000 ± 0.000 |" in md
-  assert md.count("| 2 | model (ours) |") == 1
+  assert "| mean ± std (2 sets) | deep parser (ours) | 0.050 ± 0.050 | 1.000 ± 0.000 |" in md
+  assert md.count("| 2 | deep parser (ours) |") == 1
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,8 @@ def test_evaluate_workdir_results_and_report(evaluated, red116_dir):
   for key in ("cont_l1", "net_acc", "net_f1", "loss_f1"):
     assert results["methods"]["majority"][key] == pytest.approx(expected[key]), key
   curve = results["k_images"]
-  assert list(curve) == ["model", "model_mean_fingerprint", "random_gt", "majority", "retrieval"]
+  assert list(curve) == ["model", "model_mean_fingerprint", "spectral", "parser", "random_gt",
+                         "majority", "retrieval", "retrieval_features"]
   assert sorted(curve["model"]) == [1, 2, 5]
   assert [curve["model"][k]["num_samples"] for k in (1, 2, 5)] == [20, 10, 4]
   assert curve["model"][1]["cont_l1"] == pytest.approx(results["methods"]["model"]["cont_l1"])

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from revgm_jax import labels
 from revgm_jax.evaluation import baselines, metrics
-from revgm_jax.features import linear, spectral
+from revgm_jax.features import fitting, linear, spectral
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def _synthetic_zoo(num_gms: int = 24, per_gm: int = 6):
 
 
 def _fit_small(x, rows, gt, train_rows):
-  return linear.fit(x, rows, gt, train_rows, folds=2, alphas=(1.0, 100.0), cs=(0.1,),
+  return fitting.fit(x, rows, gt, train_rows, folds=2, alphas=(1.0, 100.0), cs=(0.1,),
                     pca_dims=16)
 
 
@@ -115,7 +115,7 @@ def test_fitted_parser_beats_the_mean_on_a_spectral_task(tmp_path):
 def test_round_trip_and_predict_without_sklearn(tmp_path):
   gt, images, rows = _synthetic_zoo(num_gms=12, per_gm=4)
   x = spectral.image_features(images)
-  parser = linear.fit(x, rows, gt, np.arange(8), unit="gm", folds=2, alphas=(10.0,), cs=(0.1,))
+  parser = fitting.fit(x, rows, gt, np.arange(8), unit="gm", folds=2, alphas=(10.0,), cs=(0.1,))
   path = str(tmp_path / "parser.npz")
   parser.save(path)
   loaded = linear.SpectralParser.load(path)

@@ -16,9 +16,10 @@ import tensorflow as tf
 from support import tiny_run
 from revgm_jax import inference, input_pipeline
 from revgm_jax.cli import main as cli
-from revgm_jax.cli import parse
+from revgm_jax.cli import parse, parse_result
 from revgm_jax import workdir as workdir_lib
-from revgm_jax.evaluation import calibration
+from revgm_jax.evaluation import decisions
+from revgm_jax.features import spectral
 from revgm_jax.labels import RED116
 
 
@@ -91,13 +92,15 @@ def test_parse_json_schema_and_skipped_files(tiny, folder, capsys):
   for d in res["discrete"]:
     rel = d["reliability"]
     assert rel["measured"] and rel["metric"] == "macro-F1"
-    assert rel["score"] == metrics["model"][f"net_f1/{d['name']}"]
+    assert rel["score"] == metrics["parser"][f"net_f1/{d['name']}"]
     assert rel["baselines"]["mean / majority"] == metrics["majority"][f"net_f1/{d['name']}"]
     assert rel["better_than_baselines"] == all(rel["score"] > b for b in rel["baselines"].values())
     assert ("NOT better than a baseline" in rel["text"]) != rel["better_than_baselines"]
   for c in res["continuous"]:
-    assert c["reliability"]["metric"] == "L1 (normalised)" and len(c["interval"]) == 2
-    if c["integer"]:
+    assert c["reliability"]["metric"] == "L1 (normalised)" and c["answer"] in ("parser", "baseline")
+    # A baseline's answer is one value for every image: no interval.
+    assert (c["interval"] is None) == (c["answer"] == "baseline")
+    if c["integer"] and c["interval"]:
       assert all(isinstance(v, int) for v in (c["rounded"], *c["interval"]))
   for g in res["loss_groups"]:
     assert [t["name"] for t in g["loss_types"]] == [
@@ -105,24 +108,77 @@ def test_parse_json_schema_and_skipped_files(tiny, folder, capsys):
     assert all(t["probability"] <= g["probability"] + 1e-9 for t in g["loss_types"])
 
 
-def test_parse_is_the_mean_of_per_image_predictions(tiny, folder, capsys):
+def test_parse_is_the_mean_of_per_image_answers(tiny, folder, capsys):
   workdir, config = tiny
   rc, res, _ = _json(capsys, ["--checkpoint", workdir, str(folder), "--json"])
   loaded = inference.load(workdir)
   images, used, _ = inference.load_images(sorted(res["images"]), loaded.config)
   assert used == sorted(res["images"])
-  temps = workdir_lib.read_json(workdir_lib.calibration_path(workdir))["temperatures"]
-  pred = calibration.apply(inference.predict(loaded, images)["pred"], temps,
-                           loaded.space.group_of_loss)
-  np.testing.assert_allclose([c["normalized"] for c in res["continuous"]],
-                             pred["cont"].mean(0), atol=1e-6)
-  np.testing.assert_allclose(list(res["discrete"][0]["probabilities"].values()),
-                             pred["disc"][0].mean(0), atol=1e-6)
-  np.testing.assert_allclose([t["probability"] for t in res["loss_types"]],
-                             pred["loss"].mean(0), atol=1e-6)
+  calib, _ = parse_result.load_calibration(loaded)
+  spectral_parser = parse.load_spectral(loaded, calib)
+  features = spectral.image_features(spectral.unit_images(images, config.data.mean,
+                                                         config.data.std))
+  cands = decisions.candidates(inference.predict(loaded, images)["pred"],
+                               spectral_parser.predict(features))
+  pred = decisions.answer(cands, calib, loaded.space.group_of_loss)
+  for i, c in enumerate(res["continuous"]):
+    want = calib["center"][i] if c["answer"] == "baseline" else pred["cont"][:, i].mean()
+    assert c["normalized"] == pytest.approx(want, abs=1e-6)
+  for j, d in enumerate(res["discrete"]):
+    want = calib["prior"][j] if d["answer"] == "baseline" else pred["disc"][j].mean(0)
+    np.testing.assert_allclose(list(d["probabilities"].values()), want, atol=1e-6)
+  for i, t in enumerate(res["loss_types"]):
+    want = calib["loss_rate"][i] if t["answer"] == "baseline" else pred["loss"][:, i].mean()
+    assert t["probability"] == pytest.approx(want, abs=1e-6)
   rc, fp, _ = _json(capsys, ["--checkpoint", workdir, str(folder), "--json",
                              "--aggregate", "fingerprint"])
   assert rc == 0 and fp["aggregate"] == "fingerprint" and fp["num_images"] == 5
+
+
+def test_the_report_scores_what_parse_answers(tiny):
+  """The report holds the spectral parser, feature retrieval and the decided answer beside the
+  deep parser; the decisions and the spectral parser `revgm parse` applies are in the workdir."""
+  workdir, _ = tiny
+  methods = workdir_lib.read_json(workdir_lib.metrics_path(workdir))["methods"]
+  assert {"model", "spectral", "parser", "majority", "retrieval",
+          "retrieval_features"} <= set(methods)
+  calib = workdir_lib.read_json(workdir_lib.calibration_path(workdir))
+  assert calib["fitted_on"] == "val" and calib["spectral"]
+  assert set(calib["sources"]["cont"]) <= set(decisions.SOURCES)
+  assert os.path.exists(workdir_lib.spectral_path(workdir))
+  with open(os.path.join(workdir_lib.report_dir(workdir), "report.md")) as f:
+    md = f.read()
+  assert "## The answer of `revgm parse`" in md and "| revgm parse answer |" in md
+
+
+def test_a_head_measured_no_better_than_its_baseline_answers_the_baseline(
+    tiny, folder, tmp_path, capsys):
+  """docs/parse.md: where the report's answer does not beat mean / majority, parse gives the
+  baseline's answer and says so; where it does, its own."""
+  workdir, _ = tiny
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  path = workdir_lib.metrics_path(str(run))
+  doc = workdir_lib.read_json(path)
+  m, maj = doc["methods"]["parser"], doc["methods"]["majority"]
+  cont, disc, loss = RED116.continuous_names, RED116.discrete_names, RED116.loss_names
+  m[f"cont_l1/{cont[0]}"], maj[f"cont_l1/{cont[0]}"] = 0.3, 0.2  # worse than the baseline
+  m[f"cont_l1/{cont[1]}"], maj[f"cont_l1/{cont[1]}"] = 0.1, 0.2  # better
+  m[f"net_f1/{disc[0]}"], maj[f"net_f1/{disc[0]}"] = 0.2, 0.2  # a tie is no gain
+  m[f"loss_f1/{loss[0]}"], maj[f"loss_f1/{loss[0]}"] = 0.4, 0.5
+  workdir_lib.write_json(path, doc)
+  rc, res, _ = _json(capsys, ["--checkpoint", str(run), str(folder), "--json"])
+  calib = workdir_lib.read_json(workdir_lib.calibration_path(str(run)))
+  c0, c1 = res["continuous"][:2]
+  d0, t0 = res["discrete"][0], res["loss_types"][0]
+  assert rc == 0 and (c0["answer"], c1["answer"]) == ("baseline", "parser")
+  assert c0["normalized"] == pytest.approx(calib["center"][0]) and c0["interval"] is None
+  assert d0["answer"] == "baseline"
+  np.testing.assert_allclose(list(d0["probabilities"].values()), calib["prior"][0])
+  assert t0["answer"] == "baseline" and t0["probability"] == pytest.approx(calib["loss_rate"][0])
+  assert parse.main(["--checkpoint", str(run), str(folder)]) == 0
+  text = capsys.readouterr().out
+  assert f"{cont[0]}" in text and "baseline: held-out L1" in text
 
 
 def test_parse_text_output_and_checkpoint_paths(tiny, folder, capsys):

@@ -30,7 +30,7 @@ def test_scaling_trains_nested_subsets_on_the_same_test_gms(tmp_path, red116_dir
   for row in study.values():
     assert {"model", "majority", "retrieval"} <= set(row["methods"])
     assert 0 <= row["methods"]["model"]["cont_l1"] <= 1
-  assert "| 5 | model (ours) |" in (out / "scaling.md").read_text()
+  assert "| 5 | deep parser (ours) |" in (out / "scaling.md").read_text()
   assert (out / "scaling.png").stat().st_size > 0
 
 

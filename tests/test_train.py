@@ -186,7 +186,7 @@ def test_workdir_holds_what_inference_needs(interrupted):
   assert results["report"]["split"] == "test"
   assert results["report"]["gms"] == list(tiny_run.TEST_GMS)
   table = report.results_table(results)
-  assert f"| test | best ({results['selected_step']}) |" in table and "model (ours)" in table
+  assert f"| test | best ({results['selected_step']}) |" in table and "deep parser (ours)" in table
   config = workdir_lib.load_config(workdir)
   assert config.to_dict() == json.loads(interrupted["config"].to_json())
 

@@ -45,8 +45,11 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from revgm_jax import config_utils, inference  # noqa: E402
+from revgm_jax import workdir as workdir_lib  # noqa: E402
 from revgm_jax.cli import cli_flags, parse_result  # noqa: E402
 from revgm_jax.data import images as images_lib  # noqa: E402
+from revgm_jax.evaluation import decisions  # noqa: E402
+from revgm_jax.features import linear, spectral  # noqa: E402
 
 
 def collect_files(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -83,8 +86,38 @@ def use_compilation_cache() -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+def load_spectral(loaded, calib: dict | None) -> linear.SpectralParser | None:
+  """The run's spectral parser where its decisions use it (None otherwise)."""
+  path = workdir_lib.spectral_path(loaded.workdir)
+  if not calib or not calib.get("spectral"):
+    return None
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: the workdir's decisions need its spectral "
+                            "parser (run eval.py on the workdir to write both again)")
+  return linear.SpectralParser.load(path)
+
+
+def _answers(loaded, out: dict, images: np.ndarray, spectral_parser, calib, aggregate: str,
+             pred: dict) -> tuple[dict, np.ndarray]:
+  """(the answer of the set: one row per image, or one for the mean fingerprint; the
+  continuous answer of each image, for the count intervals)."""
+  spec_per_image = spec = None
+  if spectral_parser is not None:
+    c = loaded.config.data
+    features = spectral.image_features(spectral.unit_images(images, c.mean, c.std))
+    spec_per_image = spectral_parser.predict(features)
+    spec = (spectral_parser.predict(features.mean(0, keepdims=True))
+            if aggregate == "fingerprint" else spec_per_image)
+  group_of_loss = loaded.space.group_of_loss
+  per_image = parse_result.answer(decisions.candidates(out["pred"], spec_per_image), calib,
+                                  group_of_loss)
+  return (parse_result.answer(decisions.candidates(pred, spec), calib, group_of_loss),
+          per_image["cont"])
+
+
 def parse_set(loaded, predict_fn, files: list[str], skipped: list, args, context: dict,
-              temperatures: dict | None, metrics: dict | None) -> tuple[dict, dict | None]:
+              calib: dict | None, spectral_parser, metrics: dict | None
+              ) -> tuple[dict, dict | None]:
   """(the JSON document of one set of image files, the arrays of its visual report or None);
   context: the document's fields shared by every set."""
   images, used, unreadable = inference.load_images(files, loaded.config)
@@ -100,7 +133,9 @@ def parse_set(loaded, predict_fn, files: list[str], skipped: list, args, context
     mean_f = jax.device_put(out["fingerprint"].mean(0, keepdims=True))
     pred = jax.tree.map(np.asarray, inference.make_parse_fingerprint_fn(loaded)(
         loaded.variables, mean_f))
-  doc.update(parse_result.summarize(loaded, pred, out["pred"]["cont"], temperatures, metrics))
+  pred, per_image_cont = _answers(loaded, out, images, spectral_parser, calib, args.aggregate,
+                                  pred)
+  doc.update(parse_result.summarize(loaded, pred, per_image_cont, calib, metrics))
   arrays = {"images": images * loaded.config.data.std + loaded.config.data.mean,
             "fingerprints": out["fingerprint"], "spectrum": out["spectrum"].mean(0)}
   return doc, arrays
@@ -136,18 +171,22 @@ def run(args: types.SimpleNamespace) -> int:
     print(f"skipped {path}: {reason}", file=sys.stderr)
   if not sets:
     return _fail(args, 1, "--each found no subfolder to parse")
-  temperatures, note = parse_result.load_calibration(loaded)
+  calib, note = parse_result.load_calibration(loaded)
+  try:
+    spectral_parser = load_spectral(loaded, calib)
+  except (OSError, ValueError) as e:
+    return _fail(args, 2, f"cannot load the spectral parser: {e}")
   metrics, source = parse_result.reliability_source(loaded.workdir)
   context = {"checkpoint": {"workdir": loaded.workdir, "which": loaded.which,
                             "step": loaded.step, "skipped_steps": list(loaded.skipped)},
              "space": loaded.space.name, "aggregate": args.aggregate,
-             "calibration": {"applied": temperatures is not None, "note": note},
+             "calibration": {"applied": calib is not None, "note": note},
              "reliability_source": source}
   predict_fn = inference.make_predict_fn(loaded)
   parsed = 0
   for n, (folder, files, skipped) in enumerate(sets):
     doc, arrays = parse_set(loaded, predict_fn, files, skipped, args,
-                            {**context, "folder": folder}, temperatures, metrics)
+                            {**context, "folder": folder}, calib, spectral_parser, metrics)
     for skip in doc["skipped"]:
       print(f"skipped {skip['path']}: {skip['reason']}", file=sys.stderr)
     if "error" in doc:

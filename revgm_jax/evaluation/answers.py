@@ -20,12 +20,7 @@ import numpy as np
 
 from revgm_jax import labels
 from revgm_jax.evaluation import baselines, decisions
-from revgm_jax.features import linear, spectral
-
-
-def unit_images(images: np.ndarray, mean: float, std: float) -> np.ndarray:
-  """Model inputs [N, S, S, 3] (normalised) back to pixel values in [0, 1]."""
-  return np.clip(np.asarray(images, np.float32) * std + mean, 0.0, 1.0)
+from revgm_jax.features import fitting, linear, spectral
 
 
 def with_images(predict_fn: Callable) -> Callable:
@@ -41,7 +36,7 @@ def with_images(predict_fn: Callable) -> Callable:
 def features_of(per: dict, mean: float, std: float) -> dict:
   """An `evaluator.collect` reduction: the images of `per` replaced by their features."""
   per = dict(per)
-  per["features"] = spectral.image_features(unit_images(per.pop("image"), mean, std))
+  per["features"] = spectral.image_features(spectral.unit_images(per.pop("image"), mean, std))
   return per
 
 
@@ -61,7 +56,7 @@ class Spectral:
 def fit_spectral(features: np.ndarray, gm_rows: np.ndarray, gt: labels.GroundTruth,
                  train_rows, seed: int) -> Spectral:
   """Fits the spectral parser on the training GMs' image features [N, D] (GT rows [N])."""
-  parser = linear.fit(features, gm_rows, gt, train_rows, seed=seed)
+  parser = fitting.fit(features, gm_rows, gt, train_rows, seed=seed)
   bank_rows, bank = spectral.gm_mean_features(features, gm_rows)
   return Spectral(parser, bank_rows, bank)
 

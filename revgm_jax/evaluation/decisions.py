@@ -71,7 +71,8 @@ def candidates(deep: Mapping, spectral: Mapping | None = None) -> dict:
   if spectral is None:
     return {"deep": dict(deep)}
   mean = {k: ([(np.asarray(a) + np.asarray(b)) / 2 for a, b in zip(deep[k], spectral[k])]
-              if isinstance(deep[k], list) else (np.asarray(deep[k]) + np.asarray(spectral[k])) / 2)
+              if isinstance(deep[k], (list, tuple))
+              else (np.asarray(deep[k]) + np.asarray(spectral[k])) / 2)
           for k in ("cont", "disc", "group", "loss")}
   return {"deep": dict(deep), "spectral": dict(spectral), "mean": mean}
 
@@ -224,8 +225,8 @@ def _fit_answers(pred: Mapping, target: Mapping, base: Mapping, group_of_loss) -
 
 
 def _take(tree: Mapping, sel: np.ndarray) -> dict:
-  return {k: ([np.asarray(a)[sel] for a in v] if isinstance(v, list) else np.asarray(v)[sel])
-          for k, v in tree.items()}
+  return {k: ([np.asarray(a)[sel] for a in v] if isinstance(v, (list, tuple))
+              else np.asarray(v)[sel]) for k, v in tree.items()}
 
 
 def _inner_ece(answered: Mapping, target: Mapping, groups: np.ndarray,

@@ -6,9 +6,13 @@ at its end, `run.evaluate_checkpoint` (what `eval.py` runs) restores a checkpoin
 writes `WORKDIR/report/` (see `report.py`) and returns the results. Both passes go through the
 one evaluator (`evaluator.collect`) with the predict function of `revgm_jax.steps`:
   1. training GMs (at most config.eval.retrieval_images_per_gm images each): the mean
-     fingerprint of each training GM, the bank of the retrieval baseline;
-  2. the evaluated split: the model's per-image predictions and loss terms, the retrieval
-     prediction of every image, the random-ground-truth model's predictions (if
+     fingerprint of each training GM, the bank of the retrieval baseline, and (with
+     config.eval.spectral) the image features the spectral parser is fitted on (`answers.py`);
+  2. validation GMs: the choices and decisions of each head (`decisions.py`), the answer of
+     `revgm parse`, written to WORKDIR/calibration.json (the spectral parser beside it);
+  3. the evaluated split: the deep parser's per-image predictions and loss terms, the spectral
+     parser's, the decided answer ("parser"), the retrieval predictions of every image (by
+     fingerprint and by features), the random-ground-truth model's predictions (if
      config.eval.random_gt_workdir is set; it must hold the same split), and the data of the
      fingerprint figure.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Callable
 
 from absl import logging
 import jax
@@ -24,7 +29,8 @@ import numpy as np
 
 from revgm_jax import inference, input_pipeline, labels, sharding, steps
 from revgm_jax import workdir as workdir_lib
-from revgm_jax.evaluation import aggregate, baselines, calibration, evaluator, metrics, report
+from revgm_jax.evaluation import aggregate, answers, baselines, calibration, decisions, evaluator
+from revgm_jax.evaluation import metrics, report
 
 results_table = report.results_table
 
@@ -42,8 +48,11 @@ def model_metrics(task, per_example, sums) -> dict:
   return evaluator.model_metrics(per_example, sums, task.space)
 
 
-def _bank(predict_fn, variables, batches, num_rows: int) -> tuple[np.ndarray, np.ndarray]:
-  """(GT rows [T], mean flattened fingerprint [T, D]) of the GMs present in `batches`."""
+def _bank(predict_fn, variables, batches, num_rows: int, keep: Callable[[dict], dict]
+          ) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+  """((GT rows [T], mean flattened fingerprint [T, D]) of the GMs present in `batches`, the
+  per-example `keep(per)` of every image: its GT row, and its features with the spectral
+  parser)."""
   state = {"sums": None, "counts": np.zeros(num_rows, np.int64)}
 
   def accumulate(per: dict) -> dict:
@@ -52,25 +61,27 @@ def _bank(predict_fn, variables, batches, num_rows: int) -> tuple[np.ndarray, np
       state["sums"] = np.zeros((num_rows, f.shape[1]), np.float64)
     np.add.at(state["sums"], per["gm_row"], f)
     np.add.at(state["counts"], per["gm_row"], 1)
-    return {"gm_row": per["gm_row"]}
+    return keep(per)
 
-  evaluator.collect(predict_fn, variables, batches, on_batch=accumulate)
+  kept, _ = evaluator.collect(predict_fn, variables, batches, on_batch=accumulate)
   present = np.nonzero(state["counts"])[0]
-  return present, state["sums"][present] / state["counts"][present, None]
+  return (present, state["sums"][present] / state["counts"][present, None]), kept
 
 
 class _Figures:
   """Per-batch reduction of the evaluated split: retrieval predictions, the figure GMs' first
   image and fingerprint and mean spectrum; fingerprints kept only if asked."""
 
-  def __init__(self, gt, bank, figure_rows, mean, std, keep_fingerprints):
+  def __init__(self, gt, bank, figure_rows, mean, std, keep_fingerprints, features):
     self.gt, self.bank, self.rows = gt, bank, figure_rows
-    self.mean, self.std, self.keep = mean, std, keep_fingerprints
+    self.mean, self.std, self.keep, self.features = mean, std, keep_fingerprints, features
     self.figs = {}
 
   def __call__(self, per: dict) -> dict:
     f, s = per.pop("fingerprint"), per.pop("spectrum")
-    image = per.pop("image", None)
+    image = per.get("image")
+    per = answers.features_of(per, self.mean, self.std) if self.features else per
+    per.pop("image", None)
     per["retrieval"] = baselines.retrieval_predictions(self.gt, self.bank[0], self.bank[1],
                                                        f.reshape(len(f), -1))
     for i, row in enumerate(per["gm_row"]):
@@ -105,17 +116,29 @@ def _fingerprint_curve(parse_fn, variables, fingerprints, target, rows, ks, seed
   return out
 
 
-def _fit_calibration(predict_fn, variables, data: input_pipeline.Datasets) -> dict | None:
-  """Temperatures of the probability heads fitted on the validation GMs (`calibration.py`)."""
+def _ece(pred: dict, answered: dict, target: dict) -> dict:
+  """ECE per head family of the deep parser's raw output and of the decided answer."""
+  return {"before": calibration.family_ece(pred, target),
+          "after": calibration.family_ece(answered, target)}
+
+
+def _fit_decisions(predict_fn, variables, data: input_pipeline.Datasets,
+                   spectral: answers.Spectral | None, mean: float, std: float) -> dict | None:
+  """The decisions of every head (`decisions.py`) fitted on the validation GMs."""
   if not data.split.get("val"):
     return None
-  drop = lambda per: {k: v for k, v in per.items() if k not in ("fingerprint", "spectrum")}
-  per, _ = evaluator.collect(predict_fn, variables, data.eval_iter("val"), on_batch=drop)
+
+  def reduce(per: dict) -> dict:
+    per = {k: v for k, v in per.items() if k not in ("fingerprint", "spectrum")}
+    return answers.features_of(per, mean, std) if spectral else per
+
+  fn = answers.with_images(predict_fn) if spectral else predict_fn
+  per, _ = evaluator.collect(fn, variables, data.eval_iter("val"), on_batch=reduce)
+  doc, cands = answers.fit_decisions(per, data.gt, data.gt.rows(data.split["train"]), spectral)
   target = {k: per[k] for k in labels.LABEL_KEYS}
-  temps = calibration.fit(per["pred"], target)
-  return {"temperatures": temps, "fitted_on": "val", "num_images": len(per["gm_row"]),
-          "ece": {"val": calibration.before_after(per["pred"], target, temps,
-                                                  data.gt.space.group_of_loss)}}
+  answered = decisions.answer(cands, doc, data.gt.space.group_of_loss)
+  return {**doc, "fitted_on": "val", "ece": {"val": _ece(per["pred"], answered, target)},
+          "spectral": spectral is not None}
 
 
 def _load_random_gt(path: str, test_gms: list[str], mesh) -> inference.Loaded:
@@ -140,8 +163,18 @@ def evaluate(task, model, workdir: str, data: input_pipeline.Datasets, variables
   gms = data.split[split]
   predict_fn = steps.make_predict_fn(task, model, mesh, fingerprints=True)
   logging.info("evaluating %s (%s step %d) on %d %s GMs", workdir, which, step, len(gms), split)
-  bank = _bank(predict_fn, variables,
-               data.eval_iter("train", max_per_gm=config.eval.retrieval_images_per_gm), len(gt))
+  use_spectral = config.eval.get("spectral", False)
+  mean, std = config.data.mean, config.data.std
+  keep = ((lambda per: {"gm_row": per["gm_row"], **answers.features_of(
+      {"image": per["image"]}, mean, std)}) if use_spectral
+          else (lambda per: {"gm_row": per["gm_row"]}))
+  bank, train = _bank(answers.with_images(predict_fn) if use_spectral else predict_fn,
+                      variables,
+                      data.eval_iter("train", max_per_gm=config.eval.retrieval_images_per_gm),
+                      len(gt), keep)
+  train_rows = gt.rows(data.split["train"])
+  spectral = (answers.fit_spectral(train["features"], train["gm_row"], gt, train_rows,
+                                   config.seed) if use_spectral else None)
 
   figure_gms = gms[:config.eval.num_figure_gms] if config.eval.figures else []
   rgt = (_load_random_gt(config.eval.random_gt_workdir, data.split["test"], mesh)
@@ -152,23 +185,32 @@ def evaluate(task, model, workdir: str, data: input_pipeline.Datasets, variables
     out, sums = predict_fn(v["model"], batch)
     if rgt_fn is not None:
       out["rgt"] = rgt_fn(v["rgt"], batch)[0]["pred"]
-    if figure_gms:
+    if figure_gms or use_spectral:
       out["image"] = batch["image"]
     return out, sums
 
-  reduce = _Figures(gt, bank, set(gt.rows(figure_gms).tolist()), config.data.mean,
-                    config.data.std, config.eval.aggregate_fingerprints)
+  reduce = _Figures(gt, bank, set(gt.rows(figure_gms).tolist()), mean, std,
+                    config.eval.aggregate_fingerprints, use_spectral)
   per, sums = evaluator.collect(
       predict_all, {"model": variables, "rgt": rgt.variables if rgt else None},
       data.eval_iter(split), on_batch=reduce)
 
   target = {k: per[k] for k in labels.LABEL_KEYS}
   rows = per["gm_row"]
+  decided = _fit_decisions(predict_fn, variables, data, spectral, mean, std)
   preds = {"model": per["pred"]}
+  if spectral is not None:
+    preds["spectral"], feature_retrieval = spectral.predictions(gt, per["features"])
+  cands = decisions.candidates(per["pred"], preds.get("spectral"))
+  if decided is not None:
+    preds["parser"] = decisions.answer(cands, decided, space.group_of_loss)
+    decided["ece"][split] = _ece(per["pred"], preds["parser"], target)
   if rgt is not None:
     preds["random_gt"] = per["rgt"]
-  preds["majority"] = baselines.majority_predictions(gt, gt.rows(data.split["train"]), len(rows))
+  preds["majority"] = baselines.majority_predictions(gt, train_rows, len(rows))
   preds["retrieval"] = per["retrieval"]
+  if spectral is not None:
+    preds["retrieval_features"] = feature_retrieval
   ks = tuple(config.eval.k_images)
   k_images = {m: aggregate.k_image_metrics(p, target, rows, ks, space, config.seed)
               for m, p in preds.items()}
@@ -180,10 +222,6 @@ def evaluate(task, model, workdir: str, data: input_pipeline.Datasets, variables
                     config.eval_batch_size, space),
                 **k_images}
   methods = {m: metrics.parsing_metrics(p, target, space) for m, p in preds.items()}
-  calib = _fit_calibration(predict_fn, variables, data)
-  if calib is not None:
-    calib["ece"][split] = calibration.before_after(per["pred"], target, calib["temperatures"],
-                                                   space.group_of_loss)
   methods["model"] = evaluator.model_metrics(per, sums, space)
   results = {
       "name": (f"test set {config.data.test_set}" if split == "test" and not config.data.test_gms
@@ -192,7 +230,7 @@ def evaluate(task, model, workdir: str, data: input_pipeline.Datasets, variables
       "workdir": workdir, "gms": list(gms), "num_images": len(rows),
       "methods": methods, "k_images": k_images,
       "confusion": [c.tolist() for c in metrics.confusion(preds["model"], target, space)],
-      "calibration": calib,
+      "calibration": decided,
   }
   if rgt is not None:
     results["random_gt_workdir"] = rgt.workdir
@@ -201,9 +239,12 @@ def evaluate(task, model, workdir: str, data: input_pipeline.Datasets, variables
     with workdir_lib.writing(out):
       paths = report.write_report(out, results, space, config.eval.figures, reduce.figures())
     logging.info("evaluation report: %s", ", ".join(paths))
-    if calib is not None and not out_dir:  # the temperatures `revgm parse` applies
+    if decided is not None and not out_dir:  # what `revgm parse` applies
       workdir_lib.write_json(workdir_lib.calibration_path(workdir),
-                             {**calib, "step": int(step), "checkpoint": which})
+                             {**decided, "step": int(step), "checkpoint": which})
+      if spectral is not None:
+        with workdir_lib.writing(workdir_lib.spectral_path(workdir)):
+          spectral.parser.save(workdir_lib.spectral_path(workdir))
   return results
 
 

@@ -27,7 +27,8 @@ import numpy as np  # noqa: E402
 from revgm_jax import workdir as workdir_lib  # noqa: E402
 from revgm_jax.labels import Space  # noqa: E402
 
-METHOD_NAMES = {"model": "deep parser (ours)", "model_mean_fingerprint": "deep, mean of fingerprints",
+METHOD_NAMES = {"model": "deep parser (ours)",
+                "model_mean_fingerprint": "deep, mean of fingerprints",
                 "spectral": "spectral features + linear heads", "parser": "revgm parse answer",
                 "random_gt": "random ground truth", "majority": "mean / majority",
                 "retrieval": "nearest training GM (fingerprint)",

@@ -2,7 +2,7 @@
 
 Why: a parser with almost no capacity is the honest yardstick for the deep one on a few dozen
 training GMs, and, being linear, it is cheap enough to fit in seconds and to ship as a handful
-of arrays. Fitting uses scikit-learn (imported inside `fit` only); prediction is pure NumPy from
+of arrays. Fitting (`fitting.fit`) uses scikit-learn; prediction is pure NumPy from
 the stored coefficients, so `revgm parse` can load a parser without scikit-learn, and the
 parser is saved as a flat dict of arrays (np.savez, loaded with allow_pickle=False).
 
@@ -101,17 +101,6 @@ class SpectralParser:
   def load(cls, path: str) -> "SpectralParser":
     with np.load(path, allow_pickle=False) as f:
       return cls.from_arrays({k: f[k] for k in f.files})
-
-
-def fit(features: np.ndarray, gm_rows: Sequence[int], gt: GroundTruth,
-        train_rows: Sequence[int], **kwargs) -> SpectralParser:
-  """Fits the heads on the samples of the training GMs (options: `fitting._fit`).
-
-  features: [N, D], one row per image (or per GM); gm_rows: [N] GT row of each sample;
-  train_rows: the GT rows to fit on (the others are ignored). Needs scikit-learn.
-  """
-  from revgm_jax.features import fitting  # pylint: disable=g-import-not-at-top
-  return fitting.fit(features, gm_rows, gt, train_rows, **kwargs)
 
 
 def targets(gt: GroundTruth, rows: np.ndarray) -> dict[str, np.ndarray]:

@@ -146,6 +146,11 @@ def _chunk_features(x: np.ndarray) -> np.ndarray:
   return np.concatenate(blocks, 1).astype(np.float32)
 
 
+def unit_images(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+  """Model inputs [N, S, S, 3] (normalised with config.data.mean/std) back to [0, 1]."""
+  return np.clip(np.asarray(images, np.float32) * std + mean, 0.0, 1.0)
+
+
 def image_features(images: np.ndarray) -> np.ndarray:
   """[N, H, W, 3] uint8, or float in [0, 1] -> [N, D] float32 features (D: `block_sizes`)."""
   x = _as_unit(images)
