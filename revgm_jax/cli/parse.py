@@ -15,9 +15,12 @@ whole image resized bilinearly to the model's config.image_size square (a large 
 therefore downscaled, aspect ratio not kept), then normalised. Continuous values are printed in
 the units of the training labels (via the raw ranges saved in the workdir; normalised values
 only if the run had none); a column whose training labels are all integers (a count) as an
-integer with the 10th-90th percentile over the images. Probabilities are temperature-scaled
-with the workdir's calibration (fitted on the validation GMs); beside every head stands its
-held-out score from the workdir's evaluation report, with the baselines' (`parse_result.py`).
+integer with the 10th-90th percentile over the images. Each head answers as the workdir's
+decisions say (fitted on the validation GMs: the deep parser, the spectral parser or their
+mean, shrunk towards the training baseline, thresholded, temperature-scaled where that helped;
+docs/protocol.md#the-parsers-answer); beside every head stands its held-out score from the
+workdir's evaluation report, with the baselines', and a head that the report measured no
+better than mean / majority gives the baseline's answer, marked so (`parse_result.py`).
 
 --each DIR...: every subfolder of DIR is parsed as its own generator with one model load; the
 text blocks, or one JSON document per line (JSON Lines), come in the folders' sorted order; an

@@ -113,6 +113,7 @@ def _baseline_answer(mean: dict, calib: dict | None, methods: dict | None, space
                  for j, (b, p) in enumerate(zip(base["disc"], out["disc"]))]
   for fam, rate in (("group", "group_rate"), ("loss", "loss_rate")):
     out[fam] = np.where(base[fam], np.asarray(calib[rate]), out[fam])
+  out["loss"] = np.minimum(out["loss"], out["group"][np.asarray(space.group_of_loss)])  # gating
   return base, out
 
 
@@ -169,6 +170,8 @@ def summarize(loaded, pred: dict, per_image_cont: np.ndarray, calib: dict | None
 def format_count(c: dict) -> str:
   if c["value"] is None:
     return f"{c['normalized']:.3f} (normalised)"
+  if c.get("answer") == "baseline":  # one value for any image: no interval
+    return str(c["rounded"]) if c["integer"] else f"{c['value']:.4g}"
   if c["integer"]:
     lo, hi = c["interval"] or (c["rounded"], c["rounded"])
     return f"{c['rounded']}  [{lo}-{hi}]"
