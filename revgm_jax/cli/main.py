@@ -14,7 +14,7 @@ from revgm_jax.cli import classify, parse
 
 def _prepare(argv: list[str], prog: str) -> int:
   # Imported when run: TensorFlow and the zoo would slow every other command's start.
-  from revgm_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  from revgm_jax.cli import prepare  # pylint: disable=g-import-not-at-top
   return prepare.main(argv, prog)
 
 

@@ -1,30 +1,21 @@
-r"""Data preparation, the first step of a run: the zoo or an image folder -> cached TFRecords.
+"""Data preparation, the first step of a run: the zoo or an image folder -> cached TFRecords.
 
-  revgm prepare --config configs/default.py:tiny
-  python -m revgm_jax.data.prepare --config configs/red116.py \
-      --config.data.image_dir=/data/RED116 --config.data.labels_dir=/data/red116_labels
-
-`train.py` and `eval.py` run the same step first (`prepare`); run alone, it fills the caches
-(the zoo, $REVGM_CACHE/tfds) ahead of a job. A second run finds the build and returns at once.
+`train.py` and `eval.py` run this step first (`prepare`); `revgm prepare` (`cli/prepare.py`)
+runs it alone to fill the caches (the zoo, $REVGM_CACHE/tfds) ahead of a job. A second run
+finds the build and returns at once.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import flags
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
 
-from revgm_jax import config_check
-from revgm_jax.cli import cli_flags
 from revgm_jax.data import builder
-from revgm_jax.runtime import distributed
 from revgm_jax.zoo import build as zoo_build
 
-PROG = "python -m revgm_jax.data.prepare"
 
 
 def keep_tf_off_accelerators() -> None:
@@ -69,32 +60,3 @@ def prepare(config: ml_collections.ConfigDict) -> builder.PreparedData:
   if jax.process_index() != 0:
     data = build()
   return data
-
-
-def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-  """`revgm prepare --config FILE[:ARG] [--config.<field>=<value> ...]`; prints the build."""
-  argv = sys.argv[1:] if argv is None else argv
-  fv = flags.FlagValues()
-  config = cli_flags.define_config_file(
-      "config", None, "Config file, optionally with `:arg` (e.g. configs/default.py:tiny).",
-      flag_values=fv, lock_config=True, sys_argv=[prog, *argv])
-  rest = cli_flags.parse_command(fv, [prog, *argv], f"usage: {prog} --config FILE[:ARG]\n\n"
-                                 f"{__doc__}")
-  if rest:
-    cli_flags.fail(f"unexpected arguments: {' '.join(rest)}")
-  if config.value is None:
-    cli_flags.fail("--config is required (e.g. --config configs/default.py:tiny)")
-  try:
-    config_check.check_config(config.value)
-    distributed.initialize(config.value.distributed)
-    data = prepare(config.value)
-  except ValueError as e:  # a ConfigError, a DataError (folders, labels), the zoo's refusals
-    sys.stderr.write(f"{prog}: {e}\n")
-    return 1
-  print(f"{data.builder.data_dir}: {len(data.gm_info)} image folders of {data.image_dir}, "
-        f"{sum(i['num_images'] for i in data.gm_info.values())} images", flush=True)
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())
