@@ -95,7 +95,8 @@ def test_evaluate_workdir_results_and_report(evaluated, red116_dir):
   results, out, _ = evaluated
   assert results["gms"] == list(tiny_run.TEST_GMS)
   assert results["num_images"] == len(tiny_run.TEST_GMS) * tiny_run.IMAGES_PER_GM
-  assert list(results["methods"]) == ["model", "random_gt", "majority", "retrieval"]
+  assert list(results["methods"]) == ["model", "spectral", "parser", "random_gt", "majority",
+                                      "retrieval", "retrieval_features"]
   assert sorted(os.listdir(out)) == ["confusion.png", "fingerprints.png", "k_images.png",
                                      "metrics.json", "per_hyperparameter.png", "report.md"]
   # The twin has the same weights, so its row must equal the model's.

@@ -306,7 +306,7 @@ def test_bad_config_flags_name_the_flag(flag, message, explicit, capsys):
 def test_bad_config_flag_ends_the_program_with_one_line(tmp_path):
   script = tmp_path / "prog.py"
   script.write_text(
-      "from absl import app\nfrom revgm_jax import cli_flags\n"
+      "from absl import app\nfrom revgm_jax.cli import cli_flags\n"
       f"cli_flags.define_config_file('config', {CONFIG!r})\n"
       "app.run(lambda argv: print('ran'), flags_parser=cli_flags.parse_flags)\n")
   for argv in (["--config.data.nonexistent=1"],

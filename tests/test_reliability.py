@@ -181,7 +181,7 @@ def test_lock_names_its_holder_and_dies_with_it(tmp_path):
       with workdir_lock.hold(workdir):
         pass
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from revgm_jax import workdir_lock\n"
+      [sys.executable, "-c", "import sys, time; from revgm_jax.runtime import workdir_lock\n"
        f"with workdir_lock.hold({workdir!r}):\n  print('held', flush=True); time.sleep(600)"],
       cwd=tiny_run.REPO, stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline() == "held\n"
