@@ -101,7 +101,8 @@ def evaluate_set(gt, x, rows, split, config) -> dict:
     q, target = x[sel], _target(gt, rows[sel])
     preds = {"spectral": parser.predict(q),
              "nearest_euclidean": baselines.feature_retrieval_predictions(gt, bank_rows, bank, q),
-             "nearest_cosine": baselines.feature_retrieval_predictions(gt, bank_rows, bank, q, "cosine"),
+             "nearest_cosine": baselines.feature_retrieval_predictions(gt, bank_rows, bank, q,
+                                                                       "cosine"),
              "majority": baselines.majority_predictions(gt, train_rows, len(q))}
     out[part] = {m: metrics.parsing_metrics(p, target, gt.space) for m, p in preds.items()}
     out[part]["num_images"] = int(sel.sum())
