@@ -300,3 +300,19 @@ def test_report_file_holds_the_figures_and_the_table(tiny, folder, tmp_path, cap
   assert "mean fingerprint" in page and "held-out" in page
   for d in res["discrete"]:
     assert d["name"] in page
+
+
+def test_a_missing_or_corrupt_spectral_parser_is_exit_2_naming_the_file(tiny, folder, tmp_path,
+                                                                         capsys):
+  workdir, _ = tiny
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  path = workdir_lib.spectral_path(str(run))
+  os.remove(path)
+  assert parse.main(["--checkpoint", str(run), str(folder)]) == 2
+  assert f"{path} is missing" in capsys.readouterr().err
+  with open(path, "w") as f:
+    f.write("not an npz")
+  assert parse.main(["--checkpoint", str(run), str(folder)]) == 2
+  err = capsys.readouterr().err
+  assert f"{path} is not a spectral parser saved by revgm_jax" in err and "Traceback" not in err

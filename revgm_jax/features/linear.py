@@ -20,6 +20,7 @@ test GMs.
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -99,8 +100,13 @@ class SpectralParser:
 
   @classmethod
   def load(cls, path: str) -> "SpectralParser":
-    with np.load(path, allow_pickle=False) as f:
-      return cls.from_arrays({k: f[k] for k in f.files})
+    """The parser saved at `path`; a ValueError naming the file if it is not one."""
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        return cls.from_arrays({k: f[k] for k in f.files})
+    except (ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+      raise ValueError(f"{path} is not a spectral parser saved by revgm_jax ({e}); run eval.py "
+                       "on the workdir to write it again") from e
 
 
 def targets(gt: GroundTruth, rows: np.ndarray) -> dict[str, np.ndarray]:
