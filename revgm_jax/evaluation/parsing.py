@@ -165,9 +165,10 @@ def evaluate(task, model, workdir: str, data: input_pipeline.Datasets, variables
   logging.info("evaluating %s (%s step %d) on %d %s GMs", workdir, which, step, len(gms), split)
   use_spectral = config.eval.get("spectral", False)
   mean, std = config.data.mean, config.data.std
-  keep = ((lambda per: {"gm_row": per["gm_row"], **answers.features_of(
-      {"image": per["image"]}, mean, std)}) if use_spectral
-          else (lambda per: {"gm_row": per["gm_row"]}))
+  def keep(per: dict) -> dict:  # of each training image: its GT row, its features if used
+    per = answers.features_of(per, mean, std) if use_spectral else per
+    return {k: v for k, v in per.items() if k in ("gm_row", "features")}
+
   bank, train = _bank(answers.with_images(predict_fn) if use_spectral else predict_fn,
                       variables,
                       data.eval_iter("train", max_per_gm=config.eval.retrieval_images_per_gm),
